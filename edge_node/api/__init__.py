@@ -1,0 +1,38 @@
+"""The node's JSON API: `create_app` is the only way an app is made."""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+from typing import Any
+
+from flask import Flask
+
+from edge_node.api import errors
+from edge_node.node import Node
+
+# Blueprint modules, each exporting `bp`; order is the OpenAPI order.
+BLUEPRINTS = (
+    "edge_node.api.system",
+    "edge_node.api.visits",
+    "edge_node.api.queue",
+    "edge_node.api.reports",
+)
+
+
+def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app over an opened Node."""
+    app = Flask("edge_node")
+    app.config.update(
+        MAX_CONTENT_LENGTH=node.settings["max_body_bytes"],
+        JSON_SORT_KEYS=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["edge_node"] = node
+    errors.init_app(app)
+    for name in BLUEPRINTS:
+        app.register_blueprint(import_module(name).bp)
+    logging.getLogger("edge_node").setLevel(node.settings["log_level"])
+    return app

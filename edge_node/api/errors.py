@@ -1,0 +1,62 @@
+"""One JSON error shape for every error response:
+`{"ok": false, "error": "...", "errors": [...], "status": N}`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from edge_node.errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["ok", "error", "errors", "status"],
+    "properties": {
+        "ok": {"type": "boolean", "enum": [False]},
+        "error": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+        "status": {"type": "integer"},
+    },
+}
+
+
+def error_response(message: str, status: int, errors: list[str] | None = None) -> Response:
+    """Build the error response."""
+    resp = jsonify({"ok": False, "error": message, "errors": errors or [message],
+                    "status": status})
+    resp.status_code = status
+    return resp
+
+
+def _edge_error(exc: EdgeError) -> Response:
+    """Domain errors carry their own status and safe message."""
+    return error_response(exc.message, exc.status, exc.errors)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """Werkzeug errors (404 route, 405, 413, malformed JSON) in our shape."""
+    status = exc.code or 500
+    if isinstance(exc, BadRequest) and status == 400:
+        message = "request body is not valid JSON"
+    elif status == 413:
+        message = "request body too large"
+    else:
+        message = exc.name.lower()
+    return error_response(message, status)
+
+
+def _unexpected(exc: Exception) -> Response:
+    """A bug: log the type only (the message may hold PII) and answer 500."""
+    log.exception("unhandled %s", type(exc).__name__)
+    return error_response("internal error", 500)
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+    app.register_error_handler(EdgeError, _edge_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

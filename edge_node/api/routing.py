@@ -1,0 +1,104 @@
+"""The `api_route` decorator: auth, role check, body validation and OpenAPI in one place.
+
+Every JSON route is declared through it, so the OpenAPI document is built
+from the same specs that validate requests, and no route can forget its
+role check.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from edge_node.api.schema import Field, validate
+from edge_node.domain import staff as staff_domain
+from edge_node.errors import AuthError, ForbiddenError
+from edge_node.node import Node
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """What one route accepts and returns, for validation and OpenAPI."""
+
+    rule: str
+    method: str
+    summary: str
+    roles: frozenset[str] | None
+    body: tuple[Field, ...] | None
+    query: tuple[Field, ...]
+    response: dict[str, Any]
+    status: int
+    tag: str
+    errors: tuple[int, ...] = field(default=(400, 401, 403, 404, 409))
+
+
+ROUTES: list[RouteSpec] = []
+
+
+def node() -> Node:
+    """The Node of the running app."""
+    return current_app.extensions["edge_node"]  # type: ignore[no-any-return]
+
+
+def api_route(
+    bp: Blueprint, rule: str, method: str, *, summary: str,
+    roles: Collection[str] | None, response: dict[str, Any],
+    body: Sequence[Field] | None = None, query: Sequence[Field] = (), status: int = 200,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a JSON route; `roles=None` makes it public (health, login, openapi)."""
+    prefix = bp.url_prefix or ""
+    spec = RouteSpec(prefix + rule, method, summary, frozenset(roles) if roles is not None
+                     else None, tuple(body) if body is not None else None, tuple(query),
+                     response, status, bp.name)
+    ROUTES.append(spec)
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(**kwargs: Any) -> tuple[Response, int]:
+            if spec.roles is not None:
+                _authorize(spec.roles)
+            if spec.body is not None:
+                kwargs["body"] = validate(spec.body, _json_body())
+            if spec.query:
+                kwargs["query"] = validate(spec.query, request.args.to_dict())
+            return jsonify(view(**kwargs)), spec.status
+
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
+        return wrapper
+
+    return decorate
+
+
+def _json_body() -> Any:
+    """The parsed JSON body; malformed JSON is a ValidationError (via the error handler)."""
+    if not request.data:
+        return {}
+    return request.get_json(force=True)
+
+
+def bearer_token() -> str:
+    """The token of `Authorization: Bearer …`, or AuthError."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("not logged in: send Authorization: Bearer <token>")
+    return token.strip()
+
+
+def _authorize(roles: frozenset[str]) -> None:
+    """Load the session's staff into `g.staff`, refusing roles not in `roles`."""
+    n = node()
+    token = bearer_token()
+    now = n.now()
+    staff, stale = staff_domain.session_staff(
+        n.reader(), token, now, n.settings["session_idle_minutes"])
+    if staff["role"] not in roles:
+        raise ForbiddenError(f"role '{staff['role']}' may not do this")
+    if stale:
+        n.write(lambda db: staff_domain.touch_session(db, token, now))
+    g.staff = staff
+    g.token = token

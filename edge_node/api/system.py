@@ -1,0 +1,77 @@
+"""Health, login/logout and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g
+
+from edge_node import __version__
+from edge_node.api.openapi import build_openapi
+from edge_node.api.routing import api_route, bearer_token, node
+from edge_node.api.schema import Field
+from edge_node.api.shapes import BOOL, OK, STR, obj
+from edge_node.domain import audit
+from edge_node.domain import staff as staff_domain
+from edge_node.domain.roles import ANY_ROLE
+from edge_node.errors import EdgeError
+from sync.changes import outbox_stats
+
+bp = Blueprint("system", __name__, url_prefix="/api")
+
+STAFF = obj(id=STR, username=STR, full_name=STR, role=STR, language=STR)
+
+
+@api_route(bp, "/health", "GET", summary="Liveness and basic node facts", roles=None,
+           response=obj(ok=BOOL, node_id=STR, center_id=STR, version=STR,
+                        outbox={"type": "object"}))
+def health() -> dict[str, Any]:
+    """Answer without authentication: used by monitoring and the doctor."""
+    n = node()
+    return {"ok": True, "node_id": n.node_id, "center_id": n.center_id,
+            "version": __version__, "outbox": outbox_stats(n.reader().conn)}
+
+
+@api_route(bp, "/openapi.json", "GET", summary="This API's OpenAPI 3 document", roles=None,
+           response={"type": "object"})
+def openapi() -> dict[str, Any]:
+    """The document is built from the same specs that validate requests."""
+    return build_openapi()
+
+
+@api_route(bp, "/auth/login", "POST", summary="Offline staff login; returns a bearer token",
+           roles=None, response=obj(token=STR, staff=STAFF),
+           body=[Field("username", "string", min=1, max=64),
+                 Field("password", "string", min=1, max=256)])
+def login(body: dict[str, Any]) -> dict[str, Any]:
+    """Check the password against the local hash (failures count toward lockout)."""
+    n = node()
+    now = n.now()
+
+    def run(db: Any) -> dict[str, Any] | EdgeError:
+        result = staff_domain.login(db, body["username"], body["password"], now, n.settings)
+        if not isinstance(result, EdgeError):
+            staff = result["staff"]
+            audit.append(db, staff, "login", "staff", staff["id"], n.timestamp())
+        return result
+
+    result = n.write(run)
+    if isinstance(result, EdgeError):
+        raise result
+    return result
+
+
+@api_route(bp, "/auth/logout", "POST", summary="End this session", roles=ANY_ROLE,
+           response=OK)
+def logout() -> dict[str, Any]:
+    """Delete the session row."""
+    token = bearer_token()
+    node().write(lambda db: staff_domain.logout(db, token))
+    return {"ok": True}
+
+
+@api_route(bp, "/auth/me", "GET", summary="The logged-in staff member", roles=ANY_ROLE,
+           response=STAFF)
+def me() -> dict[str, Any]:
+    """Who this token belongs to."""
+    return dict(g.staff)

@@ -1,0 +1,190 @@
+"""`edge-node`: a thin click layer over the node's Python API.
+
+User errors are one clear line (click.ClickException) with no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from edge_node import __version__
+from edge_node.config import SETTINGS, ConfigError, load_settings
+from edge_node.errors import EdgeError
+from edge_node.node import Node
+from edge_node.store.db import StoreError
+from edge_node.store.keyfile import KeyFileError
+
+USER_ERRORS = (ConfigError, EdgeError, StoreError, KeyFileError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one-line CLI errors."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise click.ClickException(getattr(exc, "message", None) or str(exc)) from exc
+
+
+def settings_of(ctx: click.Context, **overrides: Any) -> dict[str, Any]:
+    """Settings for this invocation (global options, file, environment, overrides)."""
+    opts = ctx.find_root().params
+    with user_errors():
+        return load_settings(opts.get("data_dir"), opts.get("config"),
+                             {k: v for k, v in overrides.items() if v is not None})
+
+
+@contextmanager
+def opened_node(ctx: click.Context) -> Iterator[Node]:
+    """Open the node for one command and close it afterwards."""
+    with user_errors():
+        node = Node(settings_of(ctx))
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-node")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Data directory (default ./var, or EDGE_NODE_DATA_DIR).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="TOML settings file (default <data-dir>/edge-node.toml).")
+def main(data_dir: str | None, config: str | None) -> None:
+    """Khidmat Edge node: the offline service desk of one center.
+
+    Example: edge-node --data-dir /var/lib/edge-node init --center-id ISB-01
+    """
+
+
+@main.command()
+@click.option("--center-id", required=True, help="Center identifier, e.g. ISB-01.")
+@click.option("--demo", is_flag=True, help="Also create demo staff and counters.")
+@click.pass_context
+def init(ctx: click.Context, center_id: str, demo: bool) -> None:
+    """Create the database, node id, key file and seed catalog.
+
+    Example: edge-node init --center-id ISB-01 --demo
+    """
+    from edge_node.bootstrap import InitError, init_node, load_demo
+
+    settings = settings_of(ctx)
+    with user_errors():
+        try:
+            info = init_node(settings, center_id)
+        except InitError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"node {info['node_id']} of center {info['center_id']} created")
+    click.echo(f"database: {info['database']} (encrypted: {info['encrypted']})")
+    click.echo(f"key file: {info['key_file']} (mode 0600; back it up separately)")
+    if demo:
+        with opened_node(ctx) as node:
+            accounts = load_demo(node)
+        click.echo("demo accounts (change before real use):")
+        for user, password in accounts:
+            click.echo(f"  {user:<11} {password}")
+
+
+@main.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Show every setting: value, default and help.
+
+    Example: EDGE_NODE_PORT=9000 edge-node config show
+    """
+    values = settings_of(ctx)
+    rows = [{"name": s.name, "value": values[s.name], "default": s.default, "help": s.help}
+            for s in SETTINGS]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "" if row["value"] == row["default"] else "  (changed)"
+        click.echo(f"{row['name']} = {row['value']!r}{mark}\n    {row['help']}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the API under waitress with the scheduler; stops cleanly on SIGTERM.
+
+    Example: edge-node serve --host 0.0.0.0 --port 8080
+    """
+    from edge_node.serve import run_server
+
+    settings = settings_of(ctx, host=host, port=port)
+    with user_errors():
+        run_server(settings)
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check the audit chain; exit 1 if an entry was edited or deleted.
+
+    Example: edge-node audit verify
+    """
+    from edge_node.domain import audit as audit_domain
+
+    with opened_node(ctx) as node:
+        db = node.reader()
+        problems = audit_domain.verify(db)
+        count = db.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    if problems:
+        for line in problems:
+            click.echo(f"FAIL {line}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {count} audit entries, chain intact")
+
+
+@main.group()
+def staff() -> None:
+    """Local staff accounts (normally they come from HQ)."""
+
+
+@staff.command("add")
+@click.argument("username")
+@click.option("--name", "full_name", required=True, help="Full name shown in the UI.")
+@click.option("--role", required=True, help="receptionist, operator, supervisor, manager, ...")
+@click.password_option(help="Password (prompted when not given; at least 10 characters).")
+@click.pass_context
+def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
+              password: str) -> None:
+    """Create a staff account on this node.
+
+    Example: edge-node staff add amina --name "Amina Khan" --role supervisor
+    """
+    from edge_node.domain import audit as audit_domain
+    from edge_node.domain.staff import create_staff
+
+    with opened_node(ctx) as node, user_errors():
+        now = node.timestamp()
+
+        def run(db: Any) -> dict[str, Any]:
+            row = create_staff(db, username, full_name, role, password, now)
+            audit_domain.append(db, None, "staff.create", "staff", row["id"], now,
+                                {"role": role})
+            return row
+
+        row = node.write(run)
+    click.echo(f"created {row['role']} account {row['username']}")

@@ -1,0 +1,150 @@
+"""Node settings: one table of (name, default, help), read from TOML and environment.
+
+Precedence, lowest first: the defaults below, the TOML file
+(`<data-dir>/edge-node.toml` or `--config`), then `EDGE_NODE_<NAME>` variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "EDGE_NODE_"
+CONFIG_FILE_NAME = "edge-node.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting."""
+
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def kind(self) -> type:
+        """Python type every value of this setting must have."""
+        return type(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./var", "Directory holding the database, key file and backups."),
+    Setting("center_id", "", "Center identifier (e.g. ISB-01), set by `edge-node init`."),
+    Setting("key_file", "", "Path of the database key file; empty means <data_dir>/node.key. "
+            "Under systemd use $CREDENTIALS_DIRECTORY/edge-node-key."),
+    Setting("encrypt_db", True, "Encrypt the database with SQLCipher. Only turn off in development."),
+    Setting("host", "127.0.0.1", "Address the HTTP server listens on."),
+    Setting("port", 8080, "TCP port the HTTP server listens on."),
+    Setting("threads", 16, "Worker threads of the HTTP server."),
+    Setting("max_body_bytes", 65536, "Largest accepted HTTP request body, in bytes."),
+    Setting("writer_batch_max", 256, "Most write requests group-committed in one transaction."),
+    Setting("session_idle_minutes", 30, "Staff sessions end after this many idle minutes."),
+    Setting("login_max_failures", 5, "Failed logins in a row before an account locks."),
+    Setting("lockout_minutes", 15, "How long a locked account stays locked."),
+    Setting("no_show_grace_minutes", 10, "Minutes a no-show citizen may rejoin the queue."),
+    Setting("priority_ratio", 2, "Priority tickets called in a row before a waiting normal ticket "
+            "gets its turn (fair interleaving)."),
+    Setting("kpi_snapshot_hour", 23, "Local hour (0-23) of the daily KPI snapshot job."),
+    Setting("expiry_job_seconds", 60, "Interval of the no-show expiry job, in seconds."),
+    Setting("timezone", "Asia/Karachi", "Time zone of the center, used for the business day."),
+    Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    """Convert `raw` to the setting's type or raise ConfigError naming `source`."""
+    kind = setting.kind
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if kind is bool and text.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return text.lower() in {"1", "true", "yes", "on"}
+        if kind is int:
+            try:
+                return int(text)
+            except ValueError:
+                pass
+    raise ConfigError(
+        f"{source}: setting '{setting.name}' must be {kind.__name__}, got {raw!r}"
+    )
+
+
+def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate a mapping of setting name to value."""
+    out: dict[str, Any] = {}
+    for name, raw in values.items():
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(f"{source}: unknown setting '{name}' (see `edge-node config show`)")
+        out[name] = _coerce(setting, raw, source)
+    return out
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    """Read settings from a TOML file; a missing file gives no settings."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return _from_mapping(data, str(path))
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Read `EDGE_NODE_*` variables; unknown ones are an error, not ignored."""
+    found = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX)
+    }
+    return _from_mapping(found, "environment")
+
+
+def load_settings(
+    data_dir: str | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return every setting's value: defaults < TOML < environment < overrides."""
+    env = dict(os.environ if environ is None else environ)
+    values = {s.name: s.default for s in SETTINGS}
+    env_values = _from_env(env)
+    chosen_dir = data_dir or env_values.get("data_dir") or values["data_dir"]
+    toml_path = Path(config_file) if config_file else Path(chosen_dir) / CONFIG_FILE_NAME
+    if config_file and not toml_path.exists():
+        raise ConfigError(f"{toml_path}: config file not found")
+    values.update(_from_toml(toml_path))
+    values.update(env_values)
+    values.update(_from_mapping(overrides or {}, "overrides"))
+    if data_dir:
+        values["data_dir"] = data_dir
+    _check_ranges(values)
+    return values
+
+
+def _check_ranges(values: Mapping[str, Any]) -> None:
+    """Reject values of the right type but outside their sensible range."""
+    if not 1 <= values["port"] <= 65535:
+        raise ConfigError(f"setting 'port' must be 1-65535, got {values['port']}")
+    if not 0 <= values["kpi_snapshot_hour"] <= 23:
+        raise ConfigError("setting 'kpi_snapshot_hour' must be 0-23")
+    for name in ("threads", "max_body_bytes", "writer_batch_max", "session_idle_minutes",
+                 "login_max_failures", "lockout_minutes", "expiry_job_seconds",
+                 "priority_ratio"):
+        if values[name] < 1:
+            raise ConfigError(f"setting '{name}' must be at least 1, got {values[name]}")
+    if values["log_level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")

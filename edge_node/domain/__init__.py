@@ -1,0 +1,1 @@
+"""The center's domain: catalog, citizens, queue, applications, feedback, volunteers, staff, audit."""

@@ -1,0 +1,38 @@
+"""Scheduler jobs that run inside `edge-node serve`: no-show expiry and the daily KPI snapshot."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from edge_node.domain import kpi, queue
+from edge_node.node import Node
+
+log = logging.getLogger(__name__)
+
+
+def expire_no_shows(node: Node) -> int:
+    """Close no-shows whose rejoin window has passed."""
+    now = node.now()
+    count = node.write(lambda db: queue.expire_no_shows(db, now))
+    if count:
+        log.info("expired %d no-show tickets", count)
+    return count
+
+
+def snapshot_kpis(node: Node) -> None:
+    """Store today's KPIs as a synced record (replaces an earlier snapshot of the day)."""
+    day, now = node.today(), node.timestamp()
+    node.write(lambda db: kpi.store_snapshot(db, day, now, node.settings))
+    log.info("KPI snapshot stored for %s", day)
+
+
+def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
+    """Register the jobs; a failing run is logged and retried at the next interval."""
+    scheduler.add_job(expire_no_shows, "interval", args=[node], id="expire_no_shows",
+                      seconds=node.settings["expiry_job_seconds"], coalesce=True,
+                      max_instances=1)
+    scheduler.add_job(snapshot_kpis, "cron", args=[node], id="kpi_snapshot",
+                      hour=node.settings["kpi_snapshot_hour"], minute=55, coalesce=True,
+                      max_instances=1)

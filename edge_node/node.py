@@ -1,0 +1,104 @@
+"""The running node: settings, keys, database, writer and clock wired together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from edge_node.ids import business_date, iso, utcnow
+from edge_node.store.db import DB_FILE_NAME, StoreError, open_database
+from edge_node.store.keyfile import NodeKeys, load_key_file
+from edge_node.store.migrations import migrate
+from edge_node.store.writer import Writer
+from sync.changes import latest_hlc, register_clock
+from sync.hlc import Clock
+
+T = TypeVar("T")
+KEY_FILE_NAME = "node.key"
+
+
+def key_path(settings: dict[str, Any]) -> Path:
+    """Where the key file lives: the setting, or <data_dir>/node.key."""
+    return Path(settings["key_file"] or Path(settings["data_dir"]) / KEY_FILE_NAME)
+
+
+def db_path(settings: dict[str, Any]) -> Path:
+    """Path of the node database."""
+    return Path(settings["data_dir"]) / DB_FILE_NAME
+
+
+def load_keys(settings: dict[str, Any]) -> NodeKeys:
+    """Read the key file (also needed when the DB itself is unencrypted, for PII)."""
+    return load_key_file(key_path(settings))
+
+
+class Node:
+    """One process's handle on the node: a writer thread plus per-thread readers."""
+
+    def __init__(self, settings: dict[str, Any], now: Callable[[], datetime] = utcnow) -> None:
+        """Open the database (migrating it) and start the writer."""
+        self.settings = settings
+        self.now = now
+        self.keys = load_keys(settings)
+        self.path = db_path(settings)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no database; run `edge-node init` first")
+        self._db_keys = self.keys if settings["encrypt_db"] else None
+        db = open_database(self.path, self._db_keys)
+        meta = dict(db.execute("SELECT key, value FROM node_meta").fetchall())
+        self.node_id: str = meta["node_id"]
+        self.center_id: str = meta["center_id"]
+        self.clock = Clock(self.node_id)
+        register_clock(db.conn, self.clock)
+        migrate(db)
+        newest = latest_hlc(db.conn)
+        if newest:
+            self.clock.observe(newest)
+        self.writer = Writer(db, settings["writer_batch_max"])
+        self._local = threading.local()
+        self._readers: list[Database] = []
+        self._lock = threading.Lock()
+
+    def write(self, fn: Callable[[Database], T]) -> T:
+        """Run `fn(db)` in the single writer; returns once the change is durable."""
+        return self.writer.write(fn)
+
+    def reader(self) -> Database:
+        """This thread's read-only connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = open_database(self.path, self._db_keys)
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        return db
+
+    def timestamp(self) -> str:
+        """Current time in storage form."""
+        return iso(self.now())
+
+    def today(self) -> str:
+        """The center's business day."""
+        return business_date(self.now(), self.settings["timezone"])
+
+    def close(self) -> None:
+        """Finish pending writes and close every connection."""
+        self.writer.close()
+        self.writer.db.close()
+        with self._lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+
+
+def secure_data_dir(path: Path) -> None:
+    """Create the data directory readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)

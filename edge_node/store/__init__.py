@@ -1,0 +1,1 @@
+"""Storage: the encrypted SQLite database, its key, migrations and the writer thread."""

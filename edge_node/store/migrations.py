@@ -1,0 +1,58 @@
+"""Named, transactional, recorded schema migrations.
+
+Each migration runs once, inside one transaction together with the row that
+records it in `_migrations`; capture triggers are reinstalled afterwards so
+they always list the current columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlite_utils import Database
+
+from edge_node.store.schema import INITIAL, SYNCED_TABLES
+from sync.changes import OUTBOX_DDL, install_capture
+
+Migration = tuple[str, Callable[[Database], None]]
+
+
+def _initial(db: Database) -> None:
+    """Every table of the first release, and the outbox."""
+    db.executescript(INITIAL)
+    db.execute(OUTBOX_DDL)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _initial),
+)
+
+
+def applied(db: Database) -> list[str]:
+    """Names of the migrations already applied, in order."""
+    if "_migrations" not in db.table_names():
+        return []
+    return [r["name"] for r in db.query("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations; return the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = set(applied(db))
+    ran: list[str] = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        with db.atomic():
+            step(db)
+            for table in SYNCED_TABLES:
+                install_capture(db.conn, table)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(UTC).isoformat()),
+            )
+        ran.append(name)
+    return ran
