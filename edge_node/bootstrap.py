@@ -18,7 +18,8 @@ from edge_node.store.keyfile import create_key_file, load_key_file
 from edge_node.store.migrations import migrate
 
 CENTER_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{1,15}")
-DEMO_PASSWORD_SUFFIX = "-demo-pass"
+# Demo data is for training and development nodes only; init prints these passwords.
+DEMO_PASSWORD_SUFFIX = "-demo-pass"  # noqa: S105
 DEMO_STAFF = (
     ("manager", "Center Manager", "manager"),
     ("reception", "Reception Desk", "receptionist"),

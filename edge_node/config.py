@@ -40,7 +40,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("center_id", "", "Center identifier (e.g. ISB-01), set by `edge-node init`."),
     Setting("key_file", "", "Path of the database key file; empty means <data_dir>/node.key. "
             "Under systemd use $CREDENTIALS_DIRECTORY/edge-node-key."),
-    Setting("encrypt_db", True, "Encrypt the database with SQLCipher. Only turn off in development."),
+    Setting("encrypt_db", True,
+            "Encrypt the database with SQLCipher. Only turn off in development."),
     Setting("host", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("port", 8080, "TCP port the HTTP server listens on."),
     Setting("threads", 16, "Worker threads of the HTTP server."),

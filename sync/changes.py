@@ -39,7 +39,9 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Any:
         """Run one statement."""
 
-    def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = ...) -> None:
+    def create_function(
+        self, name: str, narg: int, func: Any, *, deterministic: bool = ...
+    ) -> None:
         """Register a SQL function."""
 
 

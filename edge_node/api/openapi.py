@@ -43,8 +43,8 @@ def _operation(spec: Any) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
         op["x-roles"] = sorted(spec.roles)
         errors += [401, 403]
-    errors += [404, 409, 423] if spec.method != "GET" or "{" in openapi_path(spec.rule) else []
-    for code in sorted(set(errors)):
+    errors += [404, 409] if spec.method != "GET" or "{" in openapi_path(spec.rule) else []
+    for code in sorted(set(errors) | set(spec.errors)):
         op["responses"][str(code)] = {"description": _ERROR_TEXT[code], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return op

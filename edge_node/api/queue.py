@@ -75,7 +75,7 @@ def call_next(counter_id: str) -> dict[str, Any]:
            roles=OPERATORS, response=TICKET)
 def recall(ticket_id: str) -> dict[str, Any]:
     """Recall increments the board's counter."""
-    return _act(queue.recall, ticket_id)  # type: ignore[no-any-return]
+    return _act(queue.recall, ticket_id)
 
 
 @api_route(bp, "/tickets/<ticket_id>/no-show", "POST", roles=OPERATORS, response=TICKET,
@@ -111,7 +111,7 @@ def hold(ticket_id: str, body: dict[str, Any]) -> dict[str, Any]:
            roles=OPERATORS, response=TICKET)
 def resume(ticket_id: str) -> dict[str, Any]:
     """Only when the counter has no other called ticket."""
-    return _act(queue.resume, ticket_id)  # type: ignore[no-any-return]
+    return _act(queue.resume, ticket_id)
 
 
 @api_route(bp, "/tickets/<ticket_id>/transfer", "POST", roles=OPERATORS, response=TICKET,
@@ -130,7 +130,7 @@ def transfer(ticket_id: str, body: dict[str, Any]) -> dict[str, Any]:
            summary="Finish the current service (the ticket moves on to the next one, if any)")
 def complete(ticket_id: str) -> dict[str, Any]:
     """Completing twice is a conflict, not a second completion."""
-    return _act(queue.complete, ticket_id)  # type: ignore[no-any-return]
+    return _act(queue.complete, ticket_id)
 
 
 @api_route(bp, "/queues", "GET", summary="Waiting tickets per queue, in calling order",

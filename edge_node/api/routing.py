@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -33,7 +33,7 @@ class RouteSpec:
     response: dict[str, Any]
     status: int
     tag: str
-    errors: tuple[int, ...] = field(default=(400, 401, 403, 404, 409))
+    errors: tuple[int, ...] = ()
 
 
 ROUTES: list[RouteSpec] = []
@@ -41,19 +41,24 @@ ROUTES: list[RouteSpec] = []
 
 def node() -> Node:
     """The Node of the running app."""
-    return current_app.extensions["edge_node"]  # type: ignore[no-any-return]
+    found: Node = current_app.extensions["edge_node"]
+    return found
 
 
 def api_route(
     bp: Blueprint, rule: str, method: str, *, summary: str,
     roles: Collection[str] | None, response: dict[str, Any],
     body: Sequence[Field] | None = None, query: Sequence[Field] = (), status: int = 200,
+    errors: Sequence[int] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a JSON route; `roles=None` makes it public (health, login, openapi)."""
+    """Register a JSON route; `roles=None` makes it public (health, login, openapi).
+
+    `errors` adds error statuses beyond those implied by body, roles and path.
+    """
     prefix = bp.url_prefix or ""
     spec = RouteSpec(prefix + rule, method, summary, frozenset(roles) if roles is not None
                      else None, tuple(body) if body is not None else None, tuple(query),
-                     response, status, bp.name)
+                     response, status, bp.name, tuple(errors))
     ROUTES.append(spec)
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:

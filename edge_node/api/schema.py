@@ -39,7 +39,7 @@ class Field:
             return f"{self.name}: expected {self.type}, got {_json_type(value)}"
         if self.enum is not None and value not in self.enum:
             return f"{self.name}: must be one of {', '.join(self.enum)}"
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
             return f"{self.name}: has the wrong format"
         return self._check_size(value)
 

@@ -40,7 +40,7 @@ def openapi() -> dict[str, Any]:
 
 
 @api_route(bp, "/auth/login", "POST", summary="Offline staff login; returns a bearer token",
-           roles=None, response=obj(token=STR, staff=STAFF),
+           roles=None, response=obj(token=STR, staff=STAFF), errors=(401, 423),
            body=[Field("username", "string", min=1, max=64),
                  Field("password", "string", min=1, max=256)])
 def login(body: dict[str, Any]) -> dict[str, Any]:

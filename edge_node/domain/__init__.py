@@ -1,1 +1,2 @@
-"""The center's domain: catalog, citizens, queue, applications, feedback, volunteers, staff, audit."""
+"""The center's domain: catalog, citizens, queue, applications, feedback, volunteers,
+staff, audit."""

@@ -42,7 +42,7 @@ def check_catalog(data: dict[str, Any]) -> None:
 def apply_catalog(db: Database, data: dict[str, Any]) -> None:
     """Replace the catalog tables with `data` (call inside a write transaction)."""
     for table in CATALOG_TABLES:
-        db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        db.execute(f"DELETE FROM {table}")
     db.table("documents").insert_all(data["documents"])
     db.table("priority_classes").insert_all(data["priority_classes"])
     for position, agency in enumerate(data["agencies"]):

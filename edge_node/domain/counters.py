@@ -43,11 +43,13 @@ def create_counter(db: Database, name: str, services: list[str], now: str,
         get_service(db, code)
     if db.execute("SELECT 1 FROM counters WHERE name = ?", [name]).fetchone():
         raise ConflictError(f"a counter named '{name}' exists already")
-    row = {"id": new_id(), "name": name, "services": json.dumps(sorted(set(services))),
-           "state": "closed", "pause_reason": None, "staff_id": None, "priority_streak": 0,
-           "updated_at": now}
+    counter_id = new_id()
+    row: dict[str, Any] = {
+        "id": counter_id, "name": name, "services": json.dumps(sorted(set(services))),
+        "state": "closed", "pause_reason": None, "staff_id": None, "priority_streak": 0,
+        "updated_at": now}
     db.table("counters").insert(row)
-    audit.append(db, actor, "counter.create", "counter", row["id"], now)
+    audit.append(db, actor, "counter.create", "counter", counter_id, now)
     return decode(row)
 
 

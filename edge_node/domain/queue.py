@@ -65,7 +65,7 @@ def _pick(db: Database, counter: dict[str, Any], want_priority: bool) -> dict[st
     weight = "priority_weight > 0" if want_priority else "priority_weight = 0"
     order = "priority_weight DESC, order_key" if want_priority else "order_key"
     rows = list(db.query(
-        f"SELECT * FROM tickets WHERE status = 'waiting' AND {weight} "  # noqa: S608
+        f"SELECT * FROM tickets WHERE status = 'waiting' AND {weight} "
         f"AND service_code IN ({marks}) AND (target_counter_id IS NULL OR target_counter_id = ?)"
         f" ORDER BY {order} LIMIT 1", [*counter["services"], counter["id"]]))
     return rows[0] if rows else None

@@ -16,9 +16,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlite_utils import Database
 
+from edge_node.domain.roles import ROLES
 from edge_node.errors import AuthError, ConflictError, EdgeError, LockedError, ValidationError
 from edge_node.ids import iso, new_id, parse_iso
-from edge_node.domain.roles import ROLES
 
 _HASHER = PasswordHasher()
 MIN_PASSWORD_CHARS = 10
