@@ -18,6 +18,8 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, init_node, load_demo
 from edge_node.config import load_settings
 from edge_node.node import Node
 
+pytest_plugins = ["tests.hq_fixtures"]
+
 Headers = dict[str, str]
 
 

@@ -8,24 +8,13 @@ node_meta, so removing the tail of the log is detected too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from sqlite_utils import Database
 
 from edge_node.ids import new_id
-
-GENESIS_HASH = "0" * 64
-HASHED_FIELDS = ("id", "seq", "at", "actor_id", "actor_role", "action", "entity",
-                 "entity_id", "detail", "prev_hash")
-
-
-def entry_hash(entry: dict[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of the hashed fields."""
-    canonical = json.dumps({k: entry[k] for k in HASHED_FIELDS}, sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+from sync.chain import GENESIS_HASH, entry_hash
 
 
 def _head(db: Database) -> tuple[int, str]:

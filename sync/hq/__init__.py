@@ -1,0 +1,1 @@
+"""HQ side of the protocol: store, ingest workers, downstream publisher, `edge-hq`."""

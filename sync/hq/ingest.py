@@ -1,0 +1,317 @@
+"""HQ ingest: check an upstream envelope, apply its records exactly once, compute the ack.
+
+Order of checks (cheapest first): framing/version/size, topic node = header
+node, node known and not revoked, signature by the node's enrolled
+certificate, decryption, record shapes. Any failure quarantines the payload
+with the reason and applies nothing. A valid batch is applied in one
+transaction together with the node's new cumulative ack (highest contiguous
+seq), so a replayed batch is acknowledged again and applied zero more times.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+from sync import envelope, topics
+from sync.chain import entry_hash
+from sync.hlc import HLCError, Timestamp
+from sync.hq.db import HQDatabase
+from sync.merge import State, merge, policy_for
+
+TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
+OPS = ("insert", "update", "delete")
+MAX_RECORDS = 20_000
+SAMPLE_BYTES = 2048
+
+
+class Rejected(Exception):
+    """A payload failed a check; it goes to quarantine with `reason`."""
+
+    def __init__(self, reason: str, detail: str, node: str | None = None) -> None:
+        """Keep the machine-readable reason, a sentence, and the node it claimed to be."""
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.node = reason, detail, node
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one payload produced."""
+
+    node_id: str | None
+    acked_seq: int | None = None
+    applied: int = 0
+    down_acked: int | None = None
+    quarantined: str | None = None
+
+
+def utc_now() -> str:
+    """Current time in storage form."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def register_node(db: HQDatabase, node_id: str, center_id: str, cert_pem: str,
+                  hpke_public: str | None) -> None:
+    """Record an enrolled node (or replace its certificate on renewal)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    if _common_name(cert) != node_id:
+        raise ValueError("certificate common name does not match the node id")
+
+    def run(tx: HQDatabase) -> None:
+        tx.execute(
+            "INSERT INTO hq_nodes (node_id, center_id, cert_pem, hpke_public, enrolled_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET cert_pem = ?, "
+            "hpke_public = ?, center_id = ?",
+            [node_id, center_id, cert_pem, hpke_public, utc_now(), cert_pem, hpke_public,
+             center_id])
+
+    db.retrying(run)
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    """The certificate's CN."""
+    values = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
+def quarantine(db: HQDatabase, source: str, payload: bytes, error: Rejected) -> None:
+    """Keep a rejected payload's reason and a sample; never apply it."""
+    sample = base64.b64encode(payload[:SAMPLE_BYTES]).decode()
+
+    def run(tx: HQDatabase) -> None:
+        tx.execute("INSERT INTO hq_quarantine (id, received_at, source, claimed_node, reason, "
+                   "detail, size, sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [str(uuid.uuid4()), utc_now(), source[:300], error.node, error.reason,
+                    error.detail[:500], len(payload), sample])
+
+    db.retrying(run)
+
+
+class Ingest:
+    """Checks and applies upstream envelopes for one HQ worker."""
+
+    def __init__(self, db: HQDatabase, hpke_private: x25519.X25519PrivateKey,
+                 now: Callable[[], str] = utc_now) -> None:
+        """Hold the store and HQ's decryption key."""
+        self.db = db
+        self.hpke_private = hpke_private
+        self.now = now
+
+    def handle(self, source: str, payload: bytes, topic_node: str | None) -> Outcome:
+        """Check and apply one payload; `topic_node=None` for bundle files (no topic)."""
+        try:
+            return self._handle(payload, topic_node)
+        except Rejected as exc:
+            quarantine(self.db, source, payload, exc)
+            return Outcome(exc.node, quarantined=exc.reason)
+
+    def _handle(self, payload: bytes, topic_node: str | None) -> Outcome:
+        """The checks, in order; raises Rejected."""
+        try:
+            env = envelope.parse(payload)
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, topic_node) from exc
+        node_id = env.header.get("node")
+        if not isinstance(node_id, str) or not topics.NODE_ID.match(node_id):
+            raise Rejected("bad_header", "header has no valid node id", topic_node)
+        if topic_node is not None and topic_node != node_id:
+            raise Rejected("topic_mismatch", f"envelope of {node_id} on {topic_node}'s topic",
+                           topic_node)
+        self._verify_sender(env, node_id)
+        if env.header["kind"] == "ack":
+            return self._down_ack(env, node_id)
+        if env.header["kind"] != "batch":
+            raise Rejected("bad_kind", f"nodes may not send {env.header['kind']}", node_id)
+        records = self._records(env, node_id)
+        return self.db.retrying(lambda tx: self._apply(tx, node_id, records))
+
+    def _verify_sender(self, env: envelope.Envelope, node_id: str) -> None:
+        """Known, not revoked, and signed by the node's enrolled key."""
+        row = self.db.execute("SELECT cert_pem, revoked FROM hq_nodes WHERE node_id = ?",
+                              [node_id]).fetchone()
+        if row is None:
+            raise Rejected("unknown_node", f"{node_id} is not enrolled", node_id)
+        if row[1]:
+            raise Rejected("revoked", f"{node_id} is revoked", node_id)
+        key = x509.load_pem_x509_certificate(row[0].encode()).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise Rejected("bad_key", "enrolled certificate has no EC key", node_id)
+        try:
+            envelope.verify(env, key)
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+
+    def _records(self, env: envelope.Envelope, node_id: str) -> list[dict[str, Any]]:
+        """Decrypt and check every record of a batch."""
+        if not env.header.get("enc"):
+            raise Rejected("not_encrypted", "batches must be encrypted to HQ", node_id)
+        try:
+            body = envelope.open_body(env, self.hpke_private)
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+        first, last = env.header.get("first_seq"), env.header.get("last_seq")
+        if not isinstance(body, list) or not body or len(body) > MAX_RECORDS:
+            raise Rejected("bad_body", "body must be a non-empty list of records", node_id)
+        if not isinstance(first, int) or not isinstance(last, int):
+            raise Rejected("bad_header", "header lacks the seq range", node_id)
+        for record in body:
+            problem = _record_problem(record, first, last, node_id)
+            if problem:
+                raise Rejected("bad_record", problem, node_id)
+        return body
+
+    def _apply(self, tx: HQDatabase, node_id: str, records: list[dict[str, Any]]) -> Outcome:
+        """Apply new records and advance the cumulative ack, in the caller's transaction."""
+        row = tx.execute("SELECT acked_seq FROM hq_nodes WHERE node_id = ?" + tx.lock_clause(),
+                         [node_id]).fetchone()
+        acked, applied = int(row[0]), 0
+        for record in sorted(records, key=lambda r: (r["tbl"], r["pk"], r["seq"])):
+            if record["seq"] <= acked or not _first_sight(tx, node_id, record["seq"]):
+                continue
+            apply_record(tx, node_id, record, self.now())
+            applied += 1
+        acked = _advance(tx, node_id, acked)
+        tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
+                   [acked, self.now(), node_id])
+        return Outcome(node_id, acked_seq=acked, applied=applied)
+
+    def _down_ack(self, env: envelope.Envelope, node_id: str) -> Outcome:
+        """A node confirms the downstream messages it has applied."""
+        try:
+            body = envelope.open_body(env, self.hpke_private)
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+        seq = body.get("down_seq") if isinstance(body, dict) else None
+        if not isinstance(seq, int) or seq < 0:
+            raise Rejected("bad_body", "ack needs a non-negative down_seq", node_id)
+
+        def run(tx: HQDatabase) -> None:
+            tx.execute("UPDATE hq_nodes SET down_acked = CASE WHEN down_acked > ? THEN "
+                       "down_acked ELSE ? END, last_seen = ? WHERE node_id = ?",
+                       [seq, seq, self.now(), node_id])
+
+        self.db.retrying(run)
+        return Outcome(node_id, down_acked=seq)
+
+
+def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | None:
+    """Why a record is malformed, or None."""
+    if not isinstance(record, dict):
+        return "record is not an object"
+    seq, tbl, pk, op = (record.get(k) for k in ("seq", "tbl", "pk", "op"))
+    if not isinstance(seq, int) or not first <= seq <= last:
+        return "record seq outside the batch range"
+    if not isinstance(tbl, str) or not TABLE_NAME.match(tbl):
+        return "record table name invalid"
+    if not isinstance(pk, str) or not 0 < len(pk) <= 128:
+        return "record key invalid"
+    if op not in OPS or not isinstance(record.get("data"), dict | None):
+        return "record op or data invalid"
+    try:
+        stamp = Timestamp.parse(record.get("hlc", ""))
+    except HLCError:
+        return "record HLC malformed"
+    if stamp.node_id != node_id and tbl != "citizens":
+        return "record HLC names another node"
+    return None
+
+
+def _first_sight(tx: HQDatabase, node_id: str, seq: int) -> bool:
+    """Record (node, seq) as seen; False when it was seen before (a duplicate)."""
+    cur = tx.execute("INSERT INTO hq_seen (node_id, seq) VALUES (?, ?) "
+                     "ON CONFLICT (node_id, seq) DO NOTHING", [node_id, seq])
+    return bool(cur.rowcount)
+
+
+def _advance(tx: HQDatabase, node_id: str, acked: int) -> int:
+    """Move the ack over contiguous seen seqs, then forget those at or below it."""
+    while True:
+        rows = tx.execute("SELECT seq FROM hq_seen WHERE node_id = ? AND seq > ? ORDER BY seq "
+                          "LIMIT 1000", [node_id, acked]).fetchall()
+        for (seq,) in rows:
+            if seq != acked + 1:
+                break
+            acked = seq
+        else:
+            if len(rows) == 1000:
+                continue
+        break
+    tx.execute("DELETE FROM hq_seen WHERE node_id = ? AND seq <= ?", [node_id, acked])
+    return acked
+
+
+def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str) -> None:
+    """Merge one record into hq_records (and hq_audit for audit entries)."""
+    tbl, pk = record["tbl"], record["pk"]
+    row = tx.execute("SELECT state, origin FROM hq_records WHERE tbl = ? AND pk = ?"
+                     + tx.lock_clause(), [tbl, pk]).fetchone()
+    state, conflicts = merge(State.from_json(row[0] if row else None), policy_for(tbl),
+                             record["op"], record["data"], record["hlc"])
+    visible = state.visible()
+    newest = max([record["hlc"], *state.clocks.values()])
+    tx.execute(
+        "INSERT INTO hq_records (tbl, pk, origin, state, row_json, hlc, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET state = ?, "
+        "row_json = ?, hlc = ?, updated_at = ?",
+        [tbl, pk, node_id, state.to_json(), _dumps(visible), newest, now, state.to_json(),
+         _dumps(visible), newest, now])
+    tx.execute("DELETE FROM hq_conflicts WHERE tbl = ? AND pk = ?", [tbl, pk])
+    for c in conflicts:
+        tx.execute("INSERT INTO hq_conflicts (tbl, pk, col, clock, value_json, winner_clock) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+                   [tbl, pk, c.column, c.clock, json.dumps(c.value), c.winner_clock])
+    if tbl == "audit_log" and record["data"]:
+        _audit_entry(tx, node_id, record["data"])
+
+
+def _dumps(value: Any) -> str | None:
+    """JSON text or None."""
+    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _audit_entry(tx: HQDatabase, node_id: str, data: dict[str, Any]) -> None:
+    """Index an audit entry for chain verification."""
+    try:
+        ok = entry_hash(data) == data.get("hash")
+        seq, entry_id = int(data["seq"]), str(data["id"])
+    except (KeyError, TypeError, ValueError):
+        ok, seq, entry_id = False, -1, str(data.get("id"))
+    tx.execute("INSERT INTO hq_audit (node_id, seq, entry_id, hash, prev_hash, hash_ok) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, seq, entry_id) DO NOTHING",
+               [node_id, seq, entry_id, str(data.get("hash")), str(data.get("prev_hash")),
+                int(ok)])
+
+
+def verify_chain(db: HQDatabase, node_id: str) -> list[str]:
+    """Problems in a node's audit chain as received so far: gaps, forks, bad links or hashes."""
+    from sync.chain import GENESIS_HASH
+
+    problems: list[str] = []
+    rows = db.execute("SELECT seq, entry_id, hash, prev_hash, hash_ok FROM hq_audit "
+                      "WHERE node_id = ? ORDER BY seq, entry_id", [node_id]).fetchall()
+    expected, prev = 1, GENESIS_HASH
+    by_seq: dict[int, list[Any]] = {}
+    for row in rows:
+        by_seq.setdefault(row[0], []).append(row)
+    for seq in sorted(by_seq):
+        entries = by_seq[seq]
+        if seq != expected:
+            problems.append(f"gap: entries {expected}..{seq - 1} missing")
+        if len(entries) > 1:
+            problems.append(f"fork: {len(entries)} different entries with seq {seq}")
+        entry = entries[0]
+        if not entry[4]:
+            problems.append(f"entry {seq}: hash does not match its content")
+        if entry[3] != prev:
+            problems.append(f"entry {seq}: previous-hash link broken")
+        expected, prev = seq + 1, entry[2]
+    return problems

@@ -1,0 +1,48 @@
+"""HQ stores for tests: SQLite in a temp dir and PostgreSQL in a throwaway schema."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.hq.db import HQDatabase
+
+PG_URL = os.environ.get("KHIDMAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_url_with_schema() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True)
+    except psycopg.OperationalError as exc:  # make test starts it; say so if it is down
+        pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hq_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each HQ test runs on both stores."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "hq.db")
+    else:
+        yield from postgres_url_with_schema()
+
+
+@pytest.fixture
+def hq_db(hq_url: str) -> Iterator[HQDatabase]:
+    """An opened, migrated HQ store."""
+    db = HQDatabase(hq_url)
+    yield db
+    db.close()
