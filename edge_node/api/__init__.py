@@ -17,6 +17,10 @@ BLUEPRINTS = (
     "edge_node.api.visits",
     "edge_node.api.queue",
     "edge_node.api.reports",
+    "edge_node.api.citizens",
+    "edge_node.api.applications",
+    "edge_node.api.feedback",
+    "edge_node.api.volunteers",
 )
 
 

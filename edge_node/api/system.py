@@ -65,8 +65,14 @@ def login(body: dict[str, Any]) -> dict[str, Any]:
            response=OK)
 def logout() -> dict[str, Any]:
     """Delete the session row."""
-    token = bearer_token()
-    node().write(lambda db: staff_domain.logout(db, token))
+    n, token, staff = node(), bearer_token(), dict(g.staff)
+    now = n.timestamp()
+
+    def run(db: Any) -> None:
+        staff_domain.logout(db, token)
+        audit.append(db, staff, "logout", "staff", staff["id"], now)
+
+    n.write(run)
     return {"ok": True}
 
 

@@ -167,7 +167,8 @@ def hold(db: Database, ticket_id: str, reason: str, actor: dict[str, Any],
     ticket = get_ticket(db, ticket_id)
     _require(ticket, ("called",), "put on hold")
     ticket = _update(db, ticket_id, now, status="held", hold_reason=reason)
-    _record(db, ticket, "held", actor, now, {"reason": reason})
+    # The reason is free text that may name the citizen: it stays on the ticket, out of audit.
+    _record(db, ticket, "held", actor, now)
     return ticket
 
 
@@ -189,6 +190,12 @@ def transfer(db: Database, ticket_id: str, actor: dict[str, Any], now: str,
     if service_code is None and counter_id is None:
         raise ValidationError("transfer needs service_code, counter_id or both")
     service = get_service(db, service_code or ticket["service_code"])
+    # A service already on the ticket's list would be served twice.
+    if service["code"] != ticket["service_code"] and db.execute(
+            "SELECT 1 FROM ticket_services WHERE ticket_id = ? AND service_code = ?",
+            [ticket_id, service["code"]]).fetchone():
+        raise ConflictError(f"ticket {ticket['number']} already has {service['code']} "
+                            "on its list")
     if counter_id is not None:
         target = get_counter(db, counter_id)
         if service["code"] not in target["services"]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
-from edge_node.store.schema import INITIAL, SYNCED_TABLES
+from edge_node.store.schema import DOMAIN_INDEXES, INITIAL, SYNCED_TABLES
 from sync.changes import OUTBOX_DDL, install_capture
 
 Migration = tuple[str, Callable[[Database], None]]
@@ -24,8 +24,18 @@ def _initial(db: Database) -> None:
     db.execute(OUTBOX_DDL)
 
 
+def _domain_indexes(db: Database) -> None:
+    """Indexes behind application lists and volunteer shifts.
+
+    One statement at a time: `executescript` would commit the migration's transaction.
+    """
+    for statement in DOMAIN_INDEXES:
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
+    ("0002_domain_indexes", _domain_indexes),
 )
 
 

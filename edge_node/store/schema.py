@@ -140,3 +140,11 @@ CREATE TABLE kpi_snapshots (
     created_at TEXT NOT NULL
 );
 """
+
+# 0002: indexes for the application, feedback and volunteer screens.
+DOMAIN_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX applications_status ON applications (status, created_at)",
+    "CREATE INDEX applications_ticket ON applications (ticket_id, service_code)",
+    "CREATE INDEX volunteer_shifts_day ON volunteer_shifts (business_date, planned_start)",
+    "CREATE INDEX volunteer_shifts_volunteer ON volunteer_shifts (volunteer_id, business_date)",
+)
