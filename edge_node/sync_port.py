@@ -1,0 +1,157 @@
+"""The node's side of sync: the outbox port the agent uses, and downstream handlers.
+
+The agent (sync/agent.py) knows rows and envelopes; this module hands it a
+database port and applies what HQ sends down — catalog versions, staff
+accounts (hashes only), application decisions and revocations — each
+idempotent and recorded with its downstream seq in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlite_utils import Database
+
+from edge_node.domain import audit
+from edge_node.domain.applications import rank
+from edge_node.domain.catalog import apply_catalog, check_catalog
+from edge_node.errors import EdgeError
+from edge_node.ids import parse_iso
+from edge_node.node import Node
+from sync.changes import iter_changes
+
+log = logging.getLogger(__name__)
+ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
+STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
+                "language", "version")
+
+
+def _meta_int(db: Database, key: str) -> int:
+    """An integer kept in node_meta (0 when absent)."""
+    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [key]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_meta(db: Database, key: str, value: Any) -> None:
+    """Upsert a node_meta value."""
+    db.table("node_meta").upsert({"key": key, "value": str(value)}, pk="key")
+
+
+class NodeOutbox:
+    """Implements sync.agent.OutboxPort over a Node."""
+
+    def __init__(self, node: Node) -> None:
+        """Wrap an opened node."""
+        self.node = node
+
+    def acked_seq(self) -> int:
+        """Highest seq HQ acknowledged."""
+        return _meta_int(self.node.reader(), ACKED_KEY)
+
+    def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Unsent records after `after_seq`."""
+        return [{"seq": c.seq, "hlc": c.hlc, "tbl": c.table, "pk": c.pk, "op": c.op,
+                 "data": c.data} for c in iter_changes(self.node.reader().conn, after_seq, limit)]
+
+    def mark_acked(self, seq: int) -> None:
+        """Record the ack and drop delivered records, in one transaction."""
+        def run(db: Database) -> None:
+            if seq > _meta_int(db, ACKED_KEY):
+                _set_meta(db, ACKED_KEY, seq)
+                db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [seq])
+        self.node.write(run)
+
+    def stats(self) -> dict[str, Any]:
+        """Backlog count, oldest unsent age, bytes pending, newest seq."""
+        count, oldest, size, last = self.node.reader().execute(
+            "SELECT count(*), min(created_at), coalesce(sum(length(data)), 0), max(seq) "
+            "FROM sync_outbox WHERE seq > ?", [self.acked_seq()]).fetchone()
+        age = None
+        if oldest:
+            age = round((self.node.now() - parse_iso(_iso_fix(oldest))).total_seconds(), 1)
+        return {"count": count, "oldest_age_s": age, "bytes_pending": size, "last_seq": last}
+
+    def down_seq(self) -> int:
+        """Highest downstream seq applied."""
+        return _meta_int(self.node.reader(), DOWN_KEY)
+
+    def apply_down(self, seq: int, kind: str, payload: Any) -> None:
+        """Apply one downstream item and record its seq (skipped if already applied)."""
+        def run(db: Database) -> None:
+            if seq <= _meta_int(db, DOWN_KEY):
+                return
+            handler = HANDLERS.get(kind)
+            if handler is None:
+                log.warning("unknown downstream kind %s (seq %d) skipped", kind, seq)
+            else:
+                try:
+                    with db.atomic():
+                        handler(db, payload, self.node)
+                except (EdgeError, KeyError, TypeError, ValueError) as exc:
+                    log.warning("downstream %s seq %d refused: %s", kind, seq,
+                                type(exc).__name__)
+            _set_meta(db, DOWN_KEY, seq)
+        self.node.write(run)
+
+    def hlc_now(self) -> str:
+        """Current HLC."""
+        return str(self.node.clock.now())
+
+
+def _iso_fix(text: str) -> str:
+    """Outbox created_at has milliseconds; pad to the microsecond storage form."""
+    return text[:-1] + "000Z" if len(text) == 24 else text
+
+
+def _catalog(db: Database, payload: Any, node: Node) -> None:
+    """A newer catalog version replaces the current one; older ones are ignored."""
+    if payload["catalog_version"] <= _meta_int(db, "catalog_version"):
+        return
+    check_catalog(payload)
+    apply_catalog(db, payload)
+    audit.append(db, None, "catalog.update", "catalog", str(payload["catalog_version"]),
+                 node.timestamp())
+
+
+def _staff(db: Database, payload: Any, node: Node) -> None:
+    """Staff accounts from HQ (hashes only): a higher version wins."""
+    for account in payload["accounts"]:
+        row = {k: account[k] for k in STAFF_FIELDS}
+        current = db.execute("SELECT version FROM staff WHERE id = ?", [row["id"]]).fetchone()
+        if current and current[0] >= row["version"]:
+            continue
+        db.table("staff").upsert({**row, "updated_at": node.timestamp()}, pk="id")
+        if not row["active"]:
+            db.execute("DELETE FROM sessions WHERE staff_id = ?", [row["id"]])
+        audit.append(db, None, "staff.sync", "staff", row["id"], node.timestamp(),
+                     {"version": row["version"]})
+
+
+def _decision(db: Database, payload: Any, node: Node) -> None:
+    """A back-office decision moves an application up the lattice (never back)."""
+    rows = list(db.query("SELECT id, status FROM applications WHERE reference = ?",
+                         [payload["reference"]]))
+    if not rows or rank(payload["status"]) <= rank(rows[0]["status"]):
+        return
+    now = node.timestamp()
+    hlc = db.execute("SELECT sync_hlc()").fetchone()[0]
+    db.table("applications").update(rows[0]["id"], {
+        "status": payload["status"], "status_hlc": hlc, "updated_at": now})
+    audit.append(db, None, "application.decision", "application", rows[0]["id"], now,
+                 {"to": payload["status"]})
+
+
+def _revocation(db: Database, payload: Any, node: Node) -> None:
+    """Remember revoked nodes (refuse their bundles); a revoked self stops syncing."""
+    revoked = set(json.loads(db.execute(
+        "SELECT coalesce((SELECT value FROM node_meta WHERE key = 'revoked_nodes'), '[]')"
+    ).fetchone()[0]))
+    revoked.add(str(payload["node_id"]))
+    _set_meta(db, "revoked_nodes", json.dumps(sorted(revoked)))
+    audit.append(db, None, "node.revoked", "node", str(payload["node_id"]), node.timestamp())
+
+
+HANDLERS = {"catalog": _catalog, "staff": _staff, "decision": _decision,
+            "revocation": _revocation}

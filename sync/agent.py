@@ -1,0 +1,291 @@
+"""The node's sync agent: streams the outbox to HQ and applies what HQ sends down.
+
+The outbox in SQLite is the only durable queue. The agent reads a window of
+batches after the last acknowledged seq, publishes them (QoS 1), and marks
+records delivered only when HQ's cumulative ack arrives — never on PUBACK.
+If no ack comes within ACK_TIMEOUT_S, or the link drops, it goes back to the
+last ack and sends again (HQ applies idempotently). Batch size adapts: it
+grows while acks come back promptly and halves on a timeout. Only the
+in-flight window is ever held in memory, whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sync import envelope, topics
+from sync.identity import NodeIdentity
+from sync.transport import LinkConfig, MqttLink
+
+log = logging.getLogger(__name__)
+
+WINDOW_BATCHES = 4
+BATCH_MIN_RECORDS = 20
+BATCH_MAX_RECORDS = 2000
+BATCH_MAX_BYTES = 600_000
+ACK_TIMEOUT_S = 20.0
+TICK_S = 0.2
+STATUS_EVERY_S = 30.0
+
+
+class OutboxPort(Protocol):
+    """What the agent needs from the node's database (the node wires it)."""
+
+    def acked_seq(self) -> int:
+        """Highest seq HQ has acknowledged (durable)."""
+
+    def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Outbox records with seq > after_seq, oldest first."""
+
+    def mark_acked(self, seq: int) -> None:
+        """Durably record HQ's ack and drop delivered records."""
+
+    def stats(self) -> dict[str, Any]:
+        """Backlog count, oldest unsent age, bytes pending."""
+
+    def down_seq(self) -> int:
+        """Highest downstream seq applied."""
+
+    def apply_down(self, seq: int, kind: str, payload: Any) -> None:
+        """Apply one downstream item (idempotent) and record its seq."""
+
+    def hlc_now(self) -> str:
+        """Current HLC reading, for the status message."""
+
+
+@dataclass
+class _InFlight:
+    """A published batch waiting for HQ's ack."""
+
+    first: int
+    last: int
+    sent_at: float
+    size: int
+
+
+class Agent:
+    """Owns the MQTT link of a node and its upstream window."""
+
+    def __init__(self, port: OutboxPort, identity: NodeIdentity, version: str,
+                 link_factory: Callable[..., MqttLink] = MqttLink) -> None:
+        """Prepare (nothing connects until `start`)."""
+        self.port = port
+        self.identity = identity
+        self.version = version
+        node = identity.node_id
+        self.link = link_factory(LinkConfig(
+            client_id=node, host=identity.broker_host, port=identity.broker_port,
+            cafile=identity.cafile, certfile=identity.certfile, keyfile=identity.keyfile,
+            subscriptions=[(topics.ack(node), 1), (topics.down(node), 1)],
+            will=(topics.status(node), json.dumps({"state": "offline"}).encode())),
+            self._on_message, self._on_connected)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: deque[_InFlight] = deque()
+        self._next = port.acked_seq() + 1
+        self.batch_records = BATCH_MIN_RECORDS * 5
+        self.last_ack_at: float | None = None
+        self.bytes_sent = 0
+        self._status_at = 0.0
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and start streaming."""
+        self.link.start()
+        self._thread = threading.Thread(target=self._run, name="sync-agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Publish an offline status, stop the loop and the link."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self._publish_status("offline")
+        self.link.stop()
+
+    def wake(self) -> None:
+        """New outbox records exist: send without waiting for the next tick."""
+        self._wake.set()
+
+    # -- upstream --------------------------------------------------------------------------
+    def _run(self) -> None:
+        """Fill the window, resend on timeout, publish status; until stopped."""
+        while not self._stop.is_set():
+            try:
+                if self.link.connected:
+                    self._check_timeout()
+                    self._fill_window()
+                    self._maybe_status()
+            except Exception:
+                log.exception("sync agent step failed")
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+
+    def _fill_window(self) -> None:
+        """Publish batches until the window is full or nothing is pending."""
+        while len(self._inflight) < WINDOW_BATCHES and not self._stop.is_set():
+            with self._lock:
+                start = self._next
+            records = self._take(start)
+            if not records:
+                return
+            payload = self._seal(records)
+            if not self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
+                return
+            with self._lock:
+                if self._next != start:  # an ack or reset moved the cursor meanwhile
+                    continue
+                self._inflight.append(_InFlight(records[0]["seq"], records[-1]["seq"],
+                                                time.monotonic(), len(payload)))
+                self._next = records[-1]["seq"] + 1
+                self.bytes_sent += len(payload)
+
+    def _take(self, start: int) -> list[dict[str, Any]]:
+        """Up to batch_records records from `start`, cut at BATCH_MAX_BYTES of JSON."""
+        records: list[dict[str, Any]] = []
+        size = 0
+        for record in self.port.pending(start - 1, self.batch_records):
+            size += len(json.dumps(record["data"])) + 80
+            if records and size > BATCH_MAX_BYTES:
+                break
+            records.append(record)
+        return records
+
+    def _seal(self, records: list[dict[str, Any]]) -> bytes:
+        """One upstream batch envelope, encrypted to HQ and signed."""
+        header = {"kind": "batch", "node": self.identity.node_id,
+                  "first_seq": records[0]["seq"], "last_seq": records[-1]["seq"],
+                  "count": len(records), "hlc": records[-1]["hlc"]}
+        return envelope.seal(header, records, self.identity.key, self.identity.hq_hpke_public)
+
+    def _check_timeout(self) -> None:
+        """Go back to the last ack when the oldest batch waited too long."""
+        with self._lock:
+            if not self._inflight:
+                return
+            if time.monotonic() - self._inflight[0].sent_at < ACK_TIMEOUT_S:
+                return
+            log.info("no ack for seq %d..%d; resending", self._inflight[0].first,
+                     self._inflight[-1].last)
+            self.batch_records = max(BATCH_MIN_RECORDS, self.batch_records // 2)
+            self._reset_locked()
+
+    def _reset_locked(self) -> None:
+        """Forget in-flight batches and resume after the durable ack."""
+        self._inflight.clear()
+        self._next = self.port.acked_seq() + 1
+
+    def _on_connected(self) -> None:
+        """A new session: resend everything after the last ack."""
+        with self._lock:
+            self._reset_locked()
+        self._status_at = 0.0
+        self._wake.set()
+
+    # -- downstream ------------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Acks and downstream envelopes, both signed by HQ."""
+        try:
+            env = envelope.parse(payload)
+            envelope.verify(env, self.identity.hq_sign_public)
+            if env.header.get("node") != self.identity.node_id:
+                raise envelope.EnvelopeError("topic_mismatch", "addressed to another node")
+            body = envelope.open_body(env, self.identity.hpke_private)
+        except envelope.EnvelopeError as exc:
+            log.warning("dropped a message from HQ on %s: %s", topic, exc.reason)
+            return
+        if env.header["kind"] == "ack":
+            self._handle_ack(body)
+        elif env.header["kind"] == "down":
+            self._handle_down(body)
+
+    def _handle_ack(self, body: Any) -> None:
+        """Advance the durable ack and slide the window."""
+        seq = body.get("acked_seq") if isinstance(body, dict) else None
+        if not isinstance(seq, int):
+            return
+        with self._lock:
+            if seq <= self.port.acked_seq():
+                return
+            self.port.mark_acked(seq)
+            self.last_ack_at = time.time()
+            prompt = bool(self._inflight) and \
+                time.monotonic() - self._inflight[0].sent_at < ACK_TIMEOUT_S / 4
+            while self._inflight and self._inflight[0].last <= seq:
+                self._inflight.popleft()
+            self._next = max(self._next, seq + 1)
+            if prompt:
+                self.batch_records = min(BATCH_MAX_RECORDS, self.batch_records * 2)
+        self._wake.set()
+
+    def _handle_down(self, body: Any) -> None:
+        """Apply downstream items in seq order, then ack the highest applied."""
+        items = body if isinstance(body, list) else []
+        for item in sorted(items, key=lambda i: i.get("seq", 0) if isinstance(i, dict) else 0):
+            if not isinstance(item, dict) or not isinstance(item.get("seq"), int):
+                continue
+            current = self.port.down_seq()
+            if item["seq"] <= current:
+                continue
+            if item["seq"] != current + 1:
+                break  # a gap: HQ resends from our ack
+            self.port.apply_down(item["seq"], str(item.get("kind")), item.get("payload"))
+        self._send_down_ack()
+
+    def _send_down_ack(self) -> None:
+        """Tell HQ which downstream seq is applied."""
+        header = {"kind": "ack", "node": self.identity.node_id}
+        payload = envelope.seal(header, {"down_seq": self.port.down_seq()}, self.identity.key,
+                                self.identity.hq_hpke_public)
+        self.link.publish(topics.up(self.identity.node_id), payload, qos=1)
+
+    # -- status ----------------------------------------------------------------------------
+    def _maybe_status(self) -> None:
+        """Refresh the retained status message now and then."""
+        if time.monotonic() - self._status_at >= STATUS_EVERY_S:
+            self._publish_status("online")
+
+    def _publish_status(self, state: str) -> None:
+        """Retained health (no PII): state, backlog, version, HLC."""
+        self._status_at = time.monotonic()
+        stats = self.port.stats()
+        message = {"state": state, "backlog": stats.get("count", 0),
+                   "oldest_unsent_age_s": stats.get("oldest_age_s"), "version": self.version,
+                   "hlc": self.port.hlc_now(), "acked_seq": self.port.acked_seq(),
+                   "down_seq": self.port.down_seq(), "at": time.time()}
+        self.link.publish(topics.status(self.identity.node_id),
+                          json.dumps(message).encode(), qos=1, retain=True)
+
+    def status(self) -> dict[str, Any]:
+        """For `/api/sync/status` and `edge-node sync status`."""
+        stats = self.port.stats()
+        with self._lock:
+            inflight = len(self._inflight)
+        return {**stats, "link": "online" if self.link.connected else "offline",
+                "acked_seq": self.port.acked_seq(), "last_ack_at": self.last_ack_at,
+                "in_flight_batches": inflight, "batch_records": self.batch_records,
+                "bytes_sent": self.bytes_sent}
+
+    def push(self, timeout_s: float, progress: Callable[[dict[str, Any]], None] | None = None
+             ) -> bool:
+        """Sync now: wait until the backlog is empty (True) or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._wake.set()
+            current = self.status()
+            if progress:
+                progress(current)
+            if current.get("count", 0) == 0:
+                return True
+            time.sleep(0.2)
+        return False
