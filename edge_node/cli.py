@@ -158,6 +158,88 @@ def audit_verify(ctx: click.Context) -> None:
 
 
 @main.group()
+def sync() -> None:
+    """Replication to HQ: status, push now, USB bundles."""
+
+
+@sync.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def sync_status(ctx: click.Context, as_json: bool) -> None:
+    """Backlog, oldest unsent record, bytes pending, last ack and link state.
+
+    Example: edge-node sync status
+    """
+    from edge_node.sync_port import NodeOutbox
+    from edge_node.sync_runtime import is_enrolled
+
+    with opened_node(ctx) as node:
+        summary = {**NodeOutbox(node).summary(), "enrolled": is_enrolled(node.settings)}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    age = summary["oldest_age_s"]
+    click.echo(f"enrolled:        {'yes' if summary['enrolled'] else 'no'}")
+    click.echo(f"link:            {summary['link']}"
+               + (f" since {summary['link_since']}" if summary["link_since"] else ""))
+    click.echo(f"backlog:         {summary['count']} records, {summary['bytes_pending']} bytes")
+    click.echo(f"oldest unsent:   {'-' if age is None else f'{age:.0f} s ago'}")
+    click.echo(f"last ack:        seq {summary['acked_seq']} at {summary['last_ack_at'] or '-'}")
+
+
+@sync.command("push")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Give up after this many seconds.")
+@click.pass_context
+def sync_push(ctx: click.Context, timeout: float) -> None:
+    """Sync now and show progress until the backlog is empty.
+
+    If `edge-node serve` is running it is already syncing: this command then
+    only watches its progress. Exit 1 when the backlog is not empty in time.
+
+    Example: edge-node sync push --timeout 300
+    """
+    from edge_node.sync_port import NodeOutbox
+    from edge_node.sync_runtime import SyncLock, is_enrolled, start_agent
+
+    with opened_node(ctx) as node:
+        if not is_enrolled(node.settings):
+            raise click.ClickException("node is not enrolled: run `edge-node enroll` first")
+        port, lock = NodeOutbox(node), SyncLock(node.settings)
+        agent = start_agent(node, lock)
+        if agent is None:
+            click.echo("the running server is syncing; watching its progress")
+        try:
+            done = _watch_backlog(port, timeout)
+        finally:
+            if agent is not None:
+                agent.stop()
+            lock.release()
+    if not done:
+        raise click.ClickException(f"backlog not empty after {timeout:.0f} s; "
+                                   "check `edge-node sync status` and the link")
+    click.echo("in sync: nothing left to send")
+
+
+def _watch_backlog(port: Any, timeout: float) -> bool:
+    """Progress bar over the backlog until it is empty or `timeout` passes."""
+    import time
+
+    start = port.stats()["count"]
+    deadline = time.monotonic() + timeout
+    with click.progressbar(length=max(start, 1), label="sending") as bar:
+        sent = 0
+        while time.monotonic() < deadline:
+            left = port.stats()["count"]
+            bar.update(max(0, start - left - sent))
+            sent = max(sent, start - left)
+            if left == 0:
+                return True
+            time.sleep(0.5)
+    return False
+
+
+@main.group()
 def staff() -> None:
     """Local staff accounts (normally they come from HQ)."""
 

@@ -56,6 +56,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kpi_snapshot_hour", 23, "Local hour (0-23) of the daily KPI snapshot job."),
     Setting("expiry_job_seconds", 60, "Interval of the no-show expiry job, in seconds."),
     Setting("timezone", "Asia/Karachi", "Time zone of the center, used for the business day."),
+    Setting("sync_enabled", True, "Run the sync agent inside `edge-node serve` when the node "
+            "is enrolled (sync directory present)."),
+    Setting("sync_dir", "", "Directory of the node's sync keys and broker address; empty "
+            "means <data_dir>/sync."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
 )
 

@@ -13,6 +13,7 @@ from waitress.server import create_server
 from edge_node.api import create_app
 from edge_node.jobs import add_jobs
 from edge_node.node import Node
+from edge_node.sync_runtime import SyncLock, start_agent
 
 log = logging.getLogger("edge_node.serve")
 
@@ -33,7 +34,11 @@ def run_server(settings: dict[str, Any]) -> None:
     node = Node(settings)
     scheduler = BackgroundScheduler(timezone=settings["timezone"])
     add_jobs(scheduler, node)
-    server = create_server(create_app(node), host=settings["host"], port=settings["port"],
+    lock = SyncLock(settings)
+    agent = start_agent(node, lock)
+    app = create_app(node)
+    app.extensions["edge_agent"] = agent
+    server = create_server(app, host=settings["host"], port=settings["port"],
                            threads=settings["threads"], ident="edge-node")
     signal.signal(signal.SIGTERM, _on_sigterm)
     scheduler.start()
@@ -46,6 +51,9 @@ def run_server(settings: dict[str, Any]) -> None:
     finally:
         log.info("shutting down")
         scheduler.shutdown(wait=True)
+        if agent is not None:
+            agent.stop()
+        lock.release()
         server.close()
         node.close()
         log.info("stopped")

@@ -24,6 +24,7 @@ from sync.changes import iter_changes
 
 log = logging.getLogger(__name__)
 ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
+LINK_KEY, LAST_ACK_KEY = "sync_link", "sync_last_ack_at"
 STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
                 "language", "version")
 
@@ -60,6 +61,7 @@ class NodeOutbox:
         def run(db: Database) -> None:
             if seq > _meta_int(db, ACKED_KEY):
                 _set_meta(db, ACKED_KEY, seq)
+                _set_meta(db, LAST_ACK_KEY, self.node.timestamp())
                 db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [seq])
         self.node.write(run)
 
@@ -98,6 +100,21 @@ class NodeOutbox:
     def hlc_now(self) -> str:
         """Current HLC."""
         return str(self.node.clock.now())
+
+    def record_link(self, state: str) -> None:
+        """Persist the link state so `edge-node sync status` can show it."""
+        self.node.write(lambda db: _set_meta(db, LINK_KEY, f"{state} {self.node.timestamp()}"))
+
+    def summary(self) -> dict[str, Any]:
+        """Backlog and link facts read from the database (works without the agent)."""
+        db = self.node.reader()
+        link = db.execute("SELECT value FROM node_meta WHERE key = ?", [LINK_KEY]).fetchone()
+        last_ack = db.execute("SELECT value FROM node_meta WHERE key = ?",
+                              [LAST_ACK_KEY]).fetchone()
+        state, _, since = (link[0] if link else "never-connected ").partition(" ")
+        return {**self.stats(), "acked_seq": self.acked_seq(), "down_seq": self.down_seq(),
+                "last_ack_at": last_ack[0] if last_ack else None, "link": state,
+                "link_since": since or None}
 
 
 def _iso_fix(text: str) -> str:

@@ -59,6 +59,9 @@ class OutboxPort(Protocol):
     def hlc_now(self) -> str:
         """Current HLC reading, for the status message."""
 
+    def record_link(self, state: str) -> None:
+        """Remember the link state ("online"/"offline") for status readers."""
+
 
 @dataclass
 class _InFlight:
@@ -85,7 +88,7 @@ class Agent:
             cafile=identity.cafile, certfile=identity.certfile, keyfile=identity.keyfile,
             subscriptions=[(topics.ack(node), 1), (topics.down(node), 1)],
             will=(topics.status(node), json.dumps({"state": "offline"}).encode())),
-            self._on_message, self._on_connected)
+            self._on_message, self._on_connected, self._on_disconnected)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -190,7 +193,12 @@ class Agent:
         with self._lock:
             self._reset_locked()
         self._status_at = 0.0
+        self.port.record_link("online")
         self._wake.set()
+
+    def _on_disconnected(self) -> None:
+        """The link dropped; the connect loop retries with jittered backoff."""
+        self.port.record_link("offline")
 
     # -- downstream ------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:

@@ -67,11 +67,13 @@ class MqttLink:
     """A reconnecting MQTT v5 client; `on_message(topic, payload)` gets every message."""
 
     def __init__(self, config: LinkConfig, on_message: Callable[[str, bytes], None],
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None,
+                 on_disconnected: Callable[[], None] | None = None) -> None:
         """Prepare the paho client (nothing connects until `start`)."""
         self.config = config
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._lost = threading.Event()
@@ -169,8 +171,11 @@ class MqttLink:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: Any, properties: Any) -> None:
         """Wake the connect loop."""
+        was_connected = self._connected.is_set()
         self._connected.clear()
         self._lost.set()
+        if was_connected and self._on_disconnected:
+            guarded(self._on_disconnected)()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any,
                         message: mqtt.MQTTMessage) -> None:

@@ -21,6 +21,7 @@ BLUEPRINTS = (
     "edge_node.api.applications",
     "edge_node.api.feedback",
     "edge_node.api.volunteers",
+    "edge_node.api.sync",
 )
 
 

@@ -1,0 +1,35 @@
+"""Sync status for the technician and supervisor screens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from edge_node.api.routing import api_route, node
+from edge_node.api.shapes import BOOL, INT, NUM, STR, nullable, obj
+from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
+from edge_node.sync_port import NodeOutbox
+from edge_node.sync_runtime import is_enrolled
+
+bp = Blueprint("sync", __name__, url_prefix="/api")
+
+SYNC_STATUS = obj(
+    count=INT, oldest_age_s=nullable(NUM), bytes_pending=INT, last_seq=nullable(INT),
+    acked_seq=INT, down_seq=INT, last_ack_at=nullable(STR), link=STR,
+    link_since=nullable(STR), enrolled=BOOL, agent_running=BOOL,
+    in_flight_batches=INT,
+)
+
+
+@api_route(bp, "/sync/status", "GET", roles=SUPERVISORS | TECHNICIANS, response=SYNC_STATUS,
+           summary="Backlog count, oldest unsent age, bytes pending, last ack, link state")
+def sync_status() -> dict[str, Any]:
+    """Read from the database, with live figures from the agent when it runs here."""
+    n = node()
+    agent = current_app.extensions.get("edge_agent")
+    summary = NodeOutbox(n).summary()
+    live = agent.status() if agent is not None else {}
+    return {**summary, "link": live.get("link", summary["link"]),
+            "enrolled": is_enrolled(n.settings), "agent_running": agent is not None,
+            "in_flight_batches": live.get("in_flight_batches", 0)}

@@ -1,0 +1,79 @@
+"""Starting the sync agent for a node, when the node is enrolled."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from edge_node import __version__
+from edge_node.node import Node
+from edge_node.sync_port import NodeOutbox
+from sync.agent import Agent
+from sync.identity import IdentityError, load_node_identity
+
+log = logging.getLogger(__name__)
+LOCK_NAME = "sync.lock"
+
+
+def sync_dir(settings: dict[str, Any]) -> Path:
+    """The node's sync directory."""
+    return Path(settings["sync_dir"] or Path(settings["data_dir"]) / "sync")
+
+
+def is_enrolled(settings: dict[str, Any]) -> bool:
+    """True when the sync directory holds a node certificate."""
+    return (sync_dir(settings) / "node.pem").exists()
+
+
+class SyncLock:
+    """One agent per node: two MQTT clients with the same id would evict each other."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        """Lock file inside the data directory."""
+        self.path = Path(settings["data_dir"]) / LOCK_NAME
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another process holds it."""
+        handle = self.path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        os.chmod(self.path, 0o600)
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._handle:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def start_agent(node: Node, lock: SyncLock) -> Agent | None:
+    """Start the agent if enabled, enrolled and not already running elsewhere."""
+    if not node.settings["sync_enabled"]:
+        log.info("sync disabled by setting; the node works offline")
+        return None
+    if not is_enrolled(node.settings):
+        log.info("node not enrolled yet; working offline (see docs/technician-guide.md)")
+        return None
+    if not lock.acquire():
+        log.warning("another process is syncing this node; not starting a second agent")
+        return None
+    try:
+        identity = load_node_identity(sync_dir(node.settings), node.node_id)
+    except IdentityError as exc:
+        log.error("sync keys unusable (%s); working offline", exc)
+        lock.release()
+        return None
+    agent = Agent(NodeOutbox(node), identity, __version__)
+    agent.start()
+    log.info("sync agent started towards %s:%s", identity.broker_host, identity.broker_port)
+    return agent
