@@ -1,0 +1,133 @@
+"""Volunteer routes: roster and shifts (supervisors); check-in/out and assists (volunteers too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g
+
+from edge_node.api.feedback import DATE
+from edge_node.api.routing import api_route, node
+from edge_node.api.schema import Field
+from edge_node.api.shapes import BOOL, INT, NUM, STR, arr, nullable, obj
+from edge_node.domain import volunteer_shifts, volunteers
+from edge_node.domain.citizens import NAME_MAX_CHARS
+from edge_node.domain.roles import SUPERVISORS
+
+bp = Blueprint("volunteers", __name__, url_prefix="/api")
+
+ON_SHIFT = SUPERVISORS | {"volunteer"}
+HHMM = r"\d{2}:\d{2}"
+VOLUNTEER = obj(id=STR, name=STR, phone=nullable(STR), skills=arr(STR), active=BOOL,
+                created_at=STR, updated_at=STR)
+SHIFT = obj(id=STR, volunteer_id=STR, volunteer_name=STR, business_date=STR, planned_start=STR,
+            planned_end=STR, assignment=nullable(STR), checked_in_at=nullable(STR),
+            checked_out_at=nullable(STR), assists=INT, created_at=STR)
+HOURS = obj(volunteer_id=STR, name=STR, shifts=INT, attended=INT, planned_hours=NUM,
+            worked_hours=NUM, assists=INT)
+PHONE = Field("phone", "string", required=False, min=1, max=20,
+              description="Pakistani mobile: 03XX-XXXXXXX or +923XXXXXXXXX (stored encrypted)")
+SKILLS = Field("skills", "array", required=False, max=volunteers.MAX_SKILLS, items="string",
+               description="Skill codes, e.g. urdu, pashto, sign_language, wheelchair_help")
+
+
+def _as_staff(fn: Any, *args: Any) -> Any:
+    """Run a write as the logged-in staff member, at the current time."""
+    n, actor = node(), dict(g.staff)
+    now = n.timestamp()
+    return n.write(lambda db: fn(db, *args, actor, now))
+
+
+@api_route(bp, "/volunteers", "POST", summary="Add a volunteer to the roster", status=201,
+           roles=SUPERVISORS, response=VOLUNTEER,
+           body=[Field("name", "string", min=1, max=NAME_MAX_CHARS), PHONE, SKILLS])
+def add_volunteer(body: dict[str, Any]) -> dict[str, Any]:
+    """Active from the start."""
+    n, actor = node(), dict(g.staff)
+    now, keys = n.timestamp(), n.keys
+    return n.write(lambda db: volunteers.add_volunteer(
+        db, keys, name=body["name"], phone=body["phone"], skills=body["skills"] or [],
+        actor=actor, now=now))
+
+
+@api_route(bp, "/volunteers", "GET", summary="The roster, by name", roles=SUPERVISORS,
+           response=arr(VOLUNTEER),
+           query=[Field("active", "string", required=False, enum=("true", "false"),
+                        description="true: active volunteers only (default false: all)")])
+def list_volunteers(query: dict[str, Any]) -> list[dict[str, Any]]:
+    """Phones decrypted for the supervisor."""
+    n = node()
+    return volunteers.list_volunteers(n.reader(), n.keys, query["active"] == "true")
+
+
+@api_route(bp, "/volunteers/<volunteer_id>", "GET", summary="One volunteer",
+           roles=SUPERVISORS, response=VOLUNTEER)
+def get_volunteer(volunteer_id: str) -> dict[str, Any]:
+    """By id."""
+    n = node()
+    return volunteers.get_volunteer(n.reader(), n.keys, volunteer_id)
+
+
+@api_route(bp, "/volunteers/<volunteer_id>", "PATCH", roles=SUPERVISORS, response=VOLUNTEER,
+           summary="Change a volunteer's name, phone, skills or active flag",
+           body=[Field("name", "string", required=False, min=1, max=NAME_MAX_CHARS), PHONE,
+                 SKILLS, Field("active", "boolean", required=False)])
+def update_volunteer(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields sent change."""
+    keys = node().keys
+    return _as_staff(lambda db, actor, now: volunteers.update_volunteer(
+        db, keys, volunteer_id, body, actor, now))
+
+
+@api_route(bp, "/volunteers/<volunteer_id>/shifts", "POST", summary="Plan a shift",
+           roles=SUPERVISORS, status=201, response=SHIFT,
+           body=[Field("business_date", "string", pattern=DATE),
+                 Field("planned_start", "string", pattern=HHMM, description="HH:MM"),
+                 Field("planned_end", "string", pattern=HHMM, description="HH:MM"),
+                 Field("assignment", "string", required=False, min=1, max=100,
+                       description="Where or what, e.g. reception desk, elderly help")])
+def add_shift(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Overlapping shifts of one volunteer are a 409."""
+    return _as_staff(volunteer_shifts.add_shift, volunteer_id, body)
+
+
+@api_route(bp, "/volunteer-shifts", "GET", summary="The shifts of a day (default today)",
+           roles=ON_SHIFT, response=arr(SHIFT),
+           query=[Field("date", "string", required=False, pattern=DATE)])
+def list_shifts(query: dict[str, Any]) -> list[dict[str, Any]]:
+    """By planned start."""
+    n = node()
+    return volunteer_shifts.list_shifts(n.reader(), query["date"] or n.today())
+
+
+@api_route(bp, "/volunteer-shifts/<shift_id>/check-in", "POST", summary="Start a shift",
+           roles=ON_SHIFT, response=SHIFT)
+def check_in(shift_id: str) -> dict[str, Any]:
+    """Only on the shift's own day, and once."""
+    n, actor = node(), dict(g.staff)
+    now, today = n.timestamp(), n.today()
+    return n.write(lambda db: volunteer_shifts.check_in(db, shift_id, actor, now, today))
+
+
+@api_route(bp, "/volunteer-shifts/<shift_id>/check-out", "POST", summary="End a shift",
+           roles=ON_SHIFT, response=SHIFT)
+def check_out(shift_id: str) -> dict[str, Any]:
+    """Only after check-in, and once."""
+    return _as_staff(volunteer_shifts.check_out, shift_id)
+
+
+@api_route(bp, "/volunteer-shifts/<shift_id>/assists", "POST", roles=ON_SHIFT, response=SHIFT,
+           summary="Count citizens helped during a checked-in shift",
+           body=[Field("count", "integer", required=False, min=1, max=50,
+                       description="How many to add (default 1)")])
+def add_assists(shift_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Increments; never sets."""
+    return _as_staff(volunteer_shifts.add_assists, shift_id, body["count"] or 1)
+
+
+@api_route(bp, "/volunteers/hours", "GET", roles=SUPERVISORS, response=arr(HOURS),
+           summary="Hours per volunteer over a date range (planned, worked, assists)",
+           query=[Field("from", "string", pattern=DATE), Field("to", "string", pattern=DATE)])
+def hours(query: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worked hours count finished shifts only."""
+    return volunteer_shifts.hours_report(node().reader(), query["from"], query["to"])

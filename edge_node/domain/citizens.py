@@ -1,0 +1,187 @@
+"""Citizens: identifier and phone validation, and profiles with field-encrypted PII.
+
+The CNIC, name and phone are stored only encrypted (see `pii`); a CNIC is
+found again through its blind index. Province and gender are read from the
+CNIC when shown, never stored apart. Error messages and audit entries carry
+ids and field names only, never the values.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from edge_node.domain import audit, pii
+from edge_node.errors import ConflictError, NotFoundError, ValidationError
+from edge_node.ids import new_id
+from edge_node.store.keyfile import NodeKeys
+
+T = TypeVar("T")
+TABLE = "citizens"
+ID_KINDS = ("cnic", "crc", "nicop")
+NAME_MAX_CHARS = 100
+PROVINCES = {
+    "1": "Khyber Pakhtunkhwa", "2": "FATA", "3": "Punjab", "4": "Sindh",
+    "5": "Balochistan", "6": "Islamabad", "7": "Gilgit-Baltistan",
+}
+# Urdu keyboards type Extended Arabic-Indic digits (۰–۹); some type Arabic-Indic (٠–٩).
+_WESTERN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+_CNIC = re.compile(r"[0-9]{5}-[0-9]{7}-[0-9]|[0-9]{13}")
+_MOBILE = re.compile(r"(?:\+92|0092|0)(3[0-9]{9})")
+
+CNIC_FORMAT = "cnic: must be 13 digits, written XXXXX-XXXXXXX-X or without dashes"
+CNIC_PROVINCE = "cnic: first digit must be a province code 1-7"
+CNIC_LAST_ZERO = "cnic: last digit 0 is not used in CNIC, B-form or NICOP numbers"
+PHONE_FORMAT = "phone: must be a Pakistani mobile number, 03XX-XXXXXXX or +923XXXXXXXXX"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A valid CNIC / B-form / NICOP number and what it encodes."""
+
+    text: str
+    province: str
+    gender: str
+
+
+def western_digits(text: str) -> str:
+    """Urdu/Arabic digits replaced by 0-9."""
+    return text.translate(_WESTERN)
+
+
+def parse_cnic(raw: str) -> Identity:
+    """Validate and normalise to `XXXXX-XXXXXXX-X`; the message never repeats the input."""
+    value = western_digits(raw.strip())
+    if not _CNIC.fullmatch(value):
+        raise ValidationError(CNIC_FORMAT)
+    digits = value.replace("-", "")
+    if digits[0] not in PROVINCES:
+        raise ValidationError(CNIC_PROVINCE)
+    if digits[-1] == "0":
+        raise ValidationError(CNIC_LAST_ZERO)
+    gender = "male" if int(digits[-1]) % 2 else "female"
+    return Identity(f"{digits[:5]}-{digits[5:12]}-{digits[12]}", PROVINCES[digits[0]], gender)
+
+
+def normalise_phone(raw: str, field: str = "phone") -> str:
+    """A Pakistani mobile number as `+923XXXXXXXXX`."""
+    compact = re.sub(r"[\s()-]", "", western_digits(raw))
+    match = _MOBILE.fullmatch(compact)
+    if not match:
+        raise ValidationError(PHONE_FORMAT.replace("phone:", f"{field}:", 1))
+    return "+92" + match.group(1)
+
+
+def check_name(raw: str, field: str = "name") -> str:
+    """A person's name: whitespace collapsed, 1-100 characters, no control characters."""
+    name = " ".join(raw.split())
+    if not 1 <= len(name) <= NAME_MAX_CHARS:
+        raise ValidationError(f"{field}: must be 1-{NAME_MAX_CHARS} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ValidationError(f"{field}: must not contain control characters")
+    return name
+
+
+def _attempt(check: Callable[[], T], errors: list[str]) -> T | None:
+    """Run one check, collecting its message instead of stopping at the first."""
+    try:
+        return check()
+    except ValidationError as exc:
+        errors.append(exc.message)
+        return None
+
+
+def _raise_collected(errors: list[str]) -> None:
+    """One ValidationError naming every problem found."""
+    if errors:
+        raise ValidationError("invalid citizen: " + "; ".join(errors), errors)
+
+
+def reveal(keys: NodeKeys, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored citizen row as shown to staff: decrypted fields, province and gender."""
+    cnic = pii.decrypt(keys, TABLE, "cnic_enc", row["cnic_enc"])
+    identity = parse_cnic(cnic)
+    return {
+        "id": row["id"], "id_kind": row["id_kind"], "cnic": identity.text,
+        "name": pii.decrypt(keys, TABLE, "name_enc", row["name_enc"]),
+        "phone": pii.decrypt_optional(keys, TABLE, "phone_enc", row["phone_enc"]),
+        "province": identity.province, "gender": identity.gender,
+        "created_at": row["created_at"], "updated_at": row["updated_at"],
+    }
+
+
+def _row(db: Database, citizen_id: str) -> dict[str, Any]:
+    """The stored row of a citizen, or NotFoundError."""
+    rows = list(db.query("SELECT * FROM citizens WHERE id = ?", [citizen_id]))
+    if not rows:
+        raise NotFoundError(f"unknown citizen: {citizen_id}")
+    return rows[0]
+
+
+def register(db: Database, keys: NodeKeys, *, cnic: str, name: str, phone: str | None,
+             id_kind: str, actor: dict[str, Any], now: str) -> dict[str, Any]:
+    """Create a citizen profile (writer); a CNIC already registered is a conflict."""
+    errors: list[str] = []
+    identity = _attempt(lambda: parse_cnic(cnic), errors)
+    clean_name = _attempt(lambda: check_name(name), errors)
+    clean_phone = _attempt(lambda: normalise_phone(phone), errors) if phone is not None else None
+    if id_kind not in ID_KINDS:
+        errors.append(f"id_kind: must be one of {', '.join(ID_KINDS)}")
+    _raise_collected(errors)
+    assert identity is not None and clean_name is not None
+    index = pii.blind_index(keys, identity.text)
+    existing = db.execute("SELECT id FROM citizens WHERE cnic_index = ?", [index]).fetchone()
+    if existing:
+        raise ConflictError(f"a citizen with this CNIC is registered already: {existing[0]}")
+    row = {
+        "id": new_id(), "cnic_index": index,
+        "cnic_enc": pii.encrypt(keys, TABLE, "cnic_enc", identity.text),
+        "name_enc": pii.encrypt(keys, TABLE, "name_enc", clean_name),
+        "phone_enc": pii.encrypt_optional(keys, TABLE, "phone_enc", clean_phone),
+        "id_kind": id_kind, "created_at": now, "updated_at": now,
+    }
+    db.table(TABLE).insert(row)
+    audit.append(db, actor, "citizen.register", "citizen", row["id"], now, {"id_kind": id_kind})
+    return reveal(keys, row)
+
+
+def get_citizen(db: Database, keys: NodeKeys, citizen_id: str) -> dict[str, Any]:
+    """One citizen, decrypted, or NotFoundError."""
+    return reveal(keys, _row(db, citizen_id))
+
+
+def lookup(db: Database, keys: NodeKeys, cnic: str) -> dict[str, Any]:
+    """Find a citizen by CNIC through the blind index only."""
+    index = pii.blind_index(keys, parse_cnic(cnic).text)
+    rows = list(db.query("SELECT * FROM citizens WHERE cnic_index = ?", [index]))
+    if not rows:
+        raise NotFoundError("no citizen is registered with this CNIC")
+    return reveal(keys, rows[0])
+
+
+def update(db: Database, keys: NodeKeys, citizen_id: str, *, name: str | None,
+           phone: str | None, actor: dict[str, Any], now: str) -> dict[str, Any]:
+    """Change a citizen's name and/or phone (writer); unchanged values are not rewritten."""
+    if name is None and phone is None:
+        raise ValidationError("nothing to change: send name, phone or both")
+    errors: list[str] = []
+    clean_name = _attempt(lambda: check_name(name), errors) if name is not None else None
+    clean_phone = _attempt(lambda: normalise_phone(phone), errors) if phone is not None else None
+    _raise_collected(errors)
+    current = get_citizen(db, keys, citizen_id)
+    changes: dict[str, Any] = {}
+    if clean_name is not None and clean_name != current["name"]:
+        changes["name_enc"] = pii.encrypt(keys, TABLE, "name_enc", clean_name)
+    if clean_phone is not None and clean_phone != current["phone"]:
+        changes["phone_enc"] = pii.encrypt(keys, TABLE, "phone_enc", clean_phone)
+    if not changes:
+        return current
+    db.table(TABLE).update(citizen_id, {**changes, "updated_at": now})
+    fields = sorted(column.removesuffix("_enc") for column in changes)
+    audit.append(db, actor, "citizen.update", "citizen", citizen_id, now, {"fields": fields})
+    return get_citizen(db, keys, citizen_id)
