@@ -1,0 +1,60 @@
+"""HQ's view of the fleet: who is behind, offline, skewed, expiring; quarantine; conflicts."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+
+from sync.hlc import HLCError, Timestamp
+from sync.hq.db import HQDatabase
+from sync.hq.ingest import verify_chain
+
+
+def _skew_s(status: dict[str, Any]) -> float | None:
+    """Node HLC wall time minus the time it reported, i.e. how far its clock runs ahead."""
+    try:
+        stamp = Timestamp.parse(str(status.get("hlc")))
+        return round(stamp.wall_ms / 1000 - float(status.get("at", time.time())), 1)
+    except (HLCError, TypeError, ValueError):
+        return None
+
+
+def fleet(db: HQDatabase) -> list[dict[str, Any]]:
+    """One row per node: last seen, backlog, version, clock skew, cert expiry, chain."""
+    out = []
+    for node_id, center, cert_pem, revoked, acked, seen, status_text, down_seq, down_acked in \
+            db.execute("SELECT node_id, center_id, cert_pem, revoked, acked_seq, last_seen, "
+                       "status, down_seq, down_acked FROM hq_nodes ORDER BY node_id").fetchall():
+        status = json.loads(status_text) if status_text else {}
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        days_left = (cert.not_valid_after_utc - datetime.now(UTC)).days
+        out.append({
+            "node_id": node_id, "center_id": center, "revoked": bool(revoked),
+            "state": status.get("state", "unknown"), "last_seen": seen,
+            "acked_seq": acked, "backlog": status.get("backlog"),
+            "oldest_unsent_age_s": status.get("oldest_unsent_age_s"),
+            "version": status.get("version"), "clock_skew_s": _skew_s(status),
+            "cert_days_left": days_left, "down_pending": down_seq - down_acked,
+            "chain_problems": verify_chain(db, node_id),
+        })
+    return out
+
+
+def quarantine_rows(db: HQDatabase, limit: int = 100) -> list[dict[str, Any]]:
+    """Newest quarantined payloads (reason, claimed node, size), without the payload."""
+    rows = db.execute("SELECT received_at, source, claimed_node, reason, detail, size "
+                      "FROM hq_quarantine ORDER BY received_at DESC LIMIT ?", [limit]).fetchall()
+    keys = ("received_at", "source", "claimed_node", "reason", "detail", "size")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def conflict_rows(db: HQDatabase, limit: int = 100) -> list[dict[str, Any]]:
+    """Overwritten concurrent edits awaiting review (values stay encrypted as synced)."""
+    rows = db.execute("SELECT tbl, pk, col, clock, winner_clock FROM hq_conflicts "
+                      "ORDER BY clock DESC LIMIT ?", [limit]).fetchall()
+    keys = ("table", "pk", "column", "clock", "winner_clock")
+    return [dict(zip(keys, row, strict=True)) for row in rows]

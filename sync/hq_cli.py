@@ -1,0 +1,218 @@
+"""`edge-hq`: HQ ingest workers, fleet view, quarantine, downstream publishing.
+
+Every option can also come from the environment as EDGE_HQ_<OPTION>
+(e.g. EDGE_HQ_DB=postgresql://…).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from sync.hq.db import HQDatabase
+
+DEFAULT_DB = "./var-hq/hq.db"
+DEFAULT_KEYS = "./var-hq/keys"
+
+
+def _db(url: str) -> HQDatabase:
+    """Open the store or fail with one line."""
+    try:
+        return HQDatabase(url)
+    except Exception as exc:
+        raise click.ClickException(f"cannot open HQ store {url.split('@')[-1]}: "
+                                   f"{type(exc).__name__}") from exc
+
+
+def _print(rows: Any, as_json: bool) -> None:
+    """JSON or one line per row."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "auto_envvar_prefix": "EDGE_HQ"})
+@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True,
+              help="HQ store: a SQLite path or postgresql://…")
+@click.pass_context
+def main(ctx: click.Context, db_url: str) -> None:
+    """Khidmat Edge headquarters: receive every record once, watch the fleet.
+
+    Example: edge-hq --db postgresql://hq@db/hq serve --broker mqtt.hq.local:8883
+    """
+    ctx.obj = {"db": db_url}
+
+
+@main.command()
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=DEFAULT_KEYS,
+              show_default=True, help="HQ key directory (signing, HPKE, TLS client).")
+@click.option("--broker", default="localhost:8883", show_default=True, help="HOST:PORT.")
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Ingest workers in this process (each its own connection).")
+@click.option("--worker-id", default="hq", show_default=True, help="Client id prefix.")
+@click.pass_context
+def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_id: str) -> None:
+    """Run ingest workers on the shared subscription until SIGTERM.
+
+    Example: edge-hq serve --broker localhost:8883 --workers 2
+    """
+    from sync.hq.worker import Worker
+    from sync.identity import IdentityError, load_hq_identity
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = broker.rpartition(":")
+    try:
+        identity = load_hq_identity(Path(keys_dir))
+        pool = [Worker(ctx.obj["db"], identity, host or "localhost", int(port),
+                       f"{worker_id}-{i + 1}") for i in range(workers)]
+    except (IdentityError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    for worker in pool:
+        worker.start()
+    click.echo(f"{workers} ingest worker(s) connected to {broker}", err=True)
+    stop.wait()
+    for worker in pool:
+        worker.stop()
+
+
+@main.command("fleet")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Every node: state, last seen, backlog, version, clock skew, cert expiry, chain.
+
+    Example: edge-hq fleet --json
+    """
+    from sync.hq.fleet import fleet
+
+    _print(fleet(_db(ctx.obj["db"])), as_json)
+
+
+@main.command("quarantine")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.pass_context
+def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Rejected envelopes with the reason (newest first).
+
+    Example: edge-hq quarantine --limit 20
+    """
+    from sync.hq.fleet import quarantine_rows
+
+    _print(quarantine_rows(_db(ctx.obj["db"]), limit), as_json)
+
+
+@main.command("conflicts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Concurrent citizen edits that were overwritten, for review.
+
+    Example: edge-hq conflicts
+    """
+    from sync.hq.fleet import conflict_rows
+
+    _print(conflict_rows(_db(ctx.obj["db"])), as_json)
+
+
+@main.command("chain")
+@click.argument("node_id")
+@click.pass_context
+def chain_cmd(ctx: click.Context, node_id: str) -> None:
+    """Verify a node's audit chain as received; exit 1 on gaps, forks or edits.
+
+    Example: edge-hq chain NABCDE
+    """
+    from sync.hq.ingest import verify_chain
+
+    problems = verify_chain(_db(ctx.obj["db"]), node_id)
+    for line in problems:
+        click.echo(f"FAIL {line}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: audit chain of {node_id} intact")
+
+
+@main.group()
+def publish() -> None:
+    """Queue records for nodes (sent down signed, encrypted, acknowledged)."""
+
+
+def _enqueue(ctx: click.Context, kind: str, payload: Any, node: str | None) -> None:
+    """Queue and report."""
+    from sync.hq.downstream import enqueue
+
+    try:
+        count = enqueue(_db(ctx.obj["db"]), kind, payload, node)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"queued {kind} for {count} node(s)")
+
+
+def _json_file(path: str) -> Any:
+    """Parse a JSON file or fail with one line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{path}: not a readable JSON file") from exc
+
+
+@publish.command("catalog")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def publish_catalog(ctx: click.Context, file: str) -> None:
+    """Send a catalog version to every node (nodes keep the newest valid one).
+
+    Example: edge-hq publish catalog catalog-v2.json
+    """
+    data = _json_file(file)
+    if not isinstance(data, dict) or not isinstance(data.get("catalog_version"), int):
+        raise click.ClickException(f"{file}: needs an integer catalog_version")
+    _enqueue(ctx, "catalog", data, None)
+
+
+@publish.command("staff")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--node", default=None, help="Only this node (default: all).")
+@click.pass_context
+def publish_staff(ctx: click.Context, file: str, node: str | None) -> None:
+    """Send staff accounts (password hashes only, never passwords).
+
+    Example: edge-hq publish staff staff.json --node NABCDE
+    """
+    data = _json_file(file)
+    if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
+        raise click.ClickException(f"{file}: needs an accounts list")
+    _enqueue(ctx, "staff", data, node)
+
+
+@publish.command("decision")
+@click.argument("reference")
+@click.argument("status", type=click.Choice(["in_review", "ready", "rejected", "collected"]))
+@click.option("--node", required=True, help="The node that created the application.")
+@click.pass_context
+def publish_decision(ctx: click.Context, reference: str, status: str, node: str) -> None:
+    """Send a back-office decision on an application.
+
+    Example: edge-hq publish decision ISB-01-NABCDE-20261128-00001 ready --node NABCDE
+    """
+    _enqueue(ctx, "decision", {"reference": reference, "status": status}, node)
