@@ -85,3 +85,46 @@ def test_offline_day_then_link(env: SyncEnv, node: Node) -> None:
     finally:
         agent.stop()
         worker.stop()
+
+
+def test_downstream_catalog_and_staff(env: SyncEnv, node: Node) -> None:
+    """HQ's catalog and staff reach the node, applied once, and are acked."""
+    from argon2 import PasswordHasher
+
+    from edge_node.domain.catalog import load_seed
+    from sync.hq.db import HQDatabase
+    from sync.hq.downstream import enqueue
+
+    identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
+    env.broker.start()
+    hq = HQDatabase(env.hq_url)
+    catalog = load_seed()
+    catalog["catalog_version"] += 1
+    catalog["agencies"][0]["services"][0]["standard_minutes"] = 25
+    enqueue(hq, "catalog", catalog)
+    broken = {**load_seed(), "catalog_version": 99, "agencies": "not a list"}
+    enqueue(hq, "catalog", broken)  # a bad catalog: refused, node keeps the last good one
+    account = {"id": "hq-staff-1", "username": "amina", "full_name": "Amina Khan",
+               "role": "supervisor", "password_hash": PasswordHasher().hash("a-long-password"),
+               "active": 1, "language": "ur", "version": 1}
+    enqueue(hq, "staff", {"accounts": [account]}, node.node_id)
+    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+    worker.start()
+    agent = Agent(NodeOutbox(node), identity, __version__)
+    agent.start()
+    try:
+        wait_for(lambda: NodeOutbox(node).down_seq() == 3, 30, "downstream applied")
+        db = node.reader()
+        minutes = db.execute("SELECT standard_minutes FROM services ORDER BY position "
+                             "LIMIT 1").fetchone()[0]
+        assert minutes == 25
+        version = db.execute("SELECT value FROM node_meta WHERE key = 'catalog_version'")
+        assert version.fetchone()[0] == str(catalog["catalog_version"])
+        assert db.execute("SELECT role FROM staff WHERE username = 'amina'").fetchone()[0] \
+            == "supervisor"
+        wait_for(lambda: hq.execute("SELECT down_acked FROM hq_nodes").fetchone()[0] == 3,
+                 30, "HQ to see the downstream ack")
+    finally:
+        agent.stop()
+        worker.stop()
+        hq.close()
