@@ -39,7 +39,7 @@ class Timestamp:
     @classmethod
     def parse(cls, text: str) -> Timestamp:
         """Parse the string form, raising HLCError when malformed."""
-        match = _PATTERN.match(text or "")
+        match = _PATTERN.fullmatch(text or "")
         if not match:
             raise HLCError(f"malformed HLC timestamp: {text!r}")
         return cls(int(match.group(1)), int(match.group(2)), match.group(3))

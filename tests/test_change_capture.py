@@ -331,8 +331,6 @@ def test_hlc_parse_refuses_malformed_text(text: str) -> None:
         Timestamp.parse(text)
 
 
-@pytest.mark.xfail(strict=True, reason="sync/hlc.py: `re.match` with `$` accepts a trailing "
-                   "newline; Timestamp.parse should use fullmatch")
 def test_hlc_parse_refuses_a_trailing_newline() -> None:
     """A trailing newline is not part of a timestamp (it would not round-trip)."""
     with pytest.raises(HLCError):
