@@ -317,6 +317,19 @@ def test_hold_and_resume(client: FlaskClient, op: Headers, rec: Headers, node: N
     assert ok(act(client, op, first["id"], "complete"))["status"] == "done"
 
 
+def test_resume_needs_an_open_counter(client: FlaskClient, op: Headers, rec: Headers,
+                                      node: Node) -> None:
+    """A held ticket cannot be resumed at a paused counter."""
+    counter = open_counter(client, op)
+    ticket = issue_ticket(client, rec)
+    call_next(client, op, counter)
+    ok(act(client, op, ticket["id"], "hold", {"reason": "photocopy"}))
+    set_counter(client, op, counter, "paused", "break")
+    before = outbox_mark(node)
+    assert_error(act(client, op, ticket["id"], "resume"), 409, "is paused; open it first")
+    assert outbox_mark(node) == before
+
+
 @pytest.mark.parametrize(("body", "fragment"), [
     ({}, "reason: is required"),
     ({"reason": ""}, "reason: must be at least 1"),

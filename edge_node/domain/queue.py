@@ -176,6 +176,9 @@ def resume(db: Database, ticket_id: str, actor: dict[str, Any], now: str) -> dic
     """Bring a held ticket back to its counter."""
     ticket = get_ticket(db, ticket_id)
     _require(ticket, ("held",), "resumed")
+    counter = get_counter(db, ticket["counter_id"])
+    if counter["state"] != "open":
+        raise ConflictError(f"counter {counter['name']} is {counter['state']}; open it first")
     if db.execute("SELECT 1 FROM tickets WHERE counter_id = ? AND status = 'called'",
                   [ticket["counter_id"]]).fetchone():
         raise ConflictError("the counter has another called ticket; finish it first")
