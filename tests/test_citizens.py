@@ -15,6 +15,7 @@ from edge_node.domain import citizens, pii
 from edge_node.errors import ValidationError
 from edge_node.node import Node
 from edge_node.store.keyfile import NodeKeys
+from sync.merge import State, merge, policy_for
 from tests.helpers import NADRA, Headers, assert_error, ok, outbox_mark
 
 Login = Callable[[str], Headers]
@@ -185,7 +186,7 @@ def test_stored_row_has_no_plaintext(client: FlaskClient, login: Login, node: No
     ok(register(client, login("reception")), 201)
     [row] = citizen_rows(node)
     assert set(row) == {"id", "cnic_index", "cnic_enc", "name_enc", "phone_enc", "id_kind",
-                        "created_at", "updated_at"}
+                        "created_at", "updated_at", "field_hlc"}
     assert all(row[c].startswith("v1:") for c in ("cnic_enc", "name_enc", "phone_enc"))
     assert row["cnic_index"] == pii.blind_index(node.keys, CNIC)
     assert_no_plaintext([str(v) for v in row.values()])
@@ -385,3 +386,46 @@ def test_visit_can_name_a_registered_citizen(client: FlaskClient, login: Login) 
                            headers=headers), 201)
     assert visit["visit"]["citizen_id"] == citizen["id"]
     assert_no_plaintext([json.dumps(visit)])
+
+
+# --- per-field clocks for HQ's merge ----------------------------------------------------------
+
+def test_field_clocks_follow_each_edit(client: FlaskClient, login: Login, node: Node) -> None:
+    """Registration stamps every field; an edit restamps only what changed, keeping the base."""
+    headers = login("reception")
+    citizen = ok(register(client, headers), 201)
+    [row] = citizen_rows(node)
+    born = json.loads(row["field_hlc"])
+    assert set(born) == set(citizens.CLOCKED_FIELDS)
+    assert all(entry["base"] is None for entry in born.values())
+    ok(client.patch(f"/api/citizens/{citizen['id']}", json={"phone": "03451112223"},
+                    headers=headers))
+    [row] = citizen_rows(node)
+    after = json.loads(row["field_hlc"])
+    assert after["name_enc"] == born["name_enc"] and after["cnic_enc"] == born["cnic_enc"]
+    assert after["phone_enc"]["base"] == born["phone_enc"]["hlc"]
+    assert after["phone_enc"]["hlc"] > born["phone_enc"]["hlc"]
+
+
+def test_phone_edit_here_keeps_name_edit_elsewhere(client: FlaskClient, login: Login,
+                                                   node: Node) -> None:
+    """HQ's field merge of this node's changes with a later name edit from another node."""
+    headers = login("reception")
+    citizen = ok(register(client, headers), 201)
+    ok(client.patch(f"/api/citizens/{citizen['id']}", json={"phone": "03451112223"},
+                    headers=headers))
+    changes = node.reader().execute(
+        "SELECT op, data, hlc FROM sync_outbox WHERE tbl = 'citizens' ORDER BY seq").fetchall()
+    created = json.loads(changes[0][1])
+    clocks = json.loads(created["field_hlc"])
+    foreign_clock = "9" * 15 + "-00000-NOTHER"  # another node, later than anything here
+    clocks["name_enc"] = {"hlc": foreign_clock, "base": clocks["name_enc"]["hlc"]}
+    foreign = {**created, "name_enc": "v1:other-node-name", "field_hlc": json.dumps(clocks)}
+    state = State()
+    for op, data, hlc in [*changes[:1], ("update", json.dumps(foreign), foreign_clock),
+                          *changes[1:]]:
+        state, conflicts = merge(state, policy_for("citizens"), op, json.loads(data), hlc)
+    merged = state.visible()
+    assert merged is not None and conflicts == []
+    assert merged["name_enc"] == "v1:other-node-name"
+    assert merged["phone_enc"] == json.loads(changes[-1][1])["phone_enc"]

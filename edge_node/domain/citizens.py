@@ -8,6 +8,7 @@ ids and field names only, never the values.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from edge_node.store.keyfile import NodeKeys
 
 T = TypeVar("T")
 TABLE = "citizens"
+CLOCKED_FIELDS = ("cnic_index", "cnic_enc", "name_enc", "phone_enc", "id_kind")
 ID_KINDS = ("cnic", "crc", "nicop")
 NAME_MAX_CHARS = 100
 PROVINCES = {
@@ -115,6 +117,15 @@ def reveal(keys: NodeKeys, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stamp_fields(db: Database, clocks_json: str, fields: list[str]) -> str:
+    """`field_hlc` with `fields` set to a fresh HLC, each remembering the clock it replaced."""
+    clocks: dict[str, Any] = json.loads(clocks_json or "{}")
+    hlc = str(db.execute("SELECT sync_hlc()").fetchone()[0])
+    for name in fields:
+        clocks[name] = {"hlc": hlc, "base": clocks.get(name, {}).get("hlc")}
+    return json.dumps(clocks, sort_keys=True)
+
+
 def _row(db: Database, citizen_id: str) -> dict[str, Any]:
     """The stored row of a citizen, or NotFoundError."""
     rows = list(db.query("SELECT * FROM citizens WHERE id = ?", [citizen_id]))
@@ -144,6 +155,7 @@ def register(db: Database, keys: NodeKeys, *, cnic: str, name: str, phone: str |
         "name_enc": pii.encrypt(keys, TABLE, "name_enc", clean_name),
         "phone_enc": pii.encrypt_optional(keys, TABLE, "phone_enc", clean_phone),
         "id_kind": id_kind, "created_at": now, "updated_at": now,
+        "field_hlc": stamp_fields(db, "{}", list(CLOCKED_FIELDS)),
     }
     db.table(TABLE).insert(row)
     audit.append(db, actor, "citizen.register", "citizen", row["id"], now, {"id_kind": id_kind})
@@ -173,7 +185,8 @@ def update(db: Database, keys: NodeKeys, citizen_id: str, *, name: str | None,
     clean_name = _attempt(lambda: check_name(name), errors) if name is not None else None
     clean_phone = _attempt(lambda: normalise_phone(phone), errors) if phone is not None else None
     _raise_collected(errors)
-    current = get_citizen(db, keys, citizen_id)
+    row = _row(db, citizen_id)
+    current = reveal(keys, row)
     changes: dict[str, Any] = {}
     if clean_name is not None and clean_name != current["name"]:
         changes["name_enc"] = pii.encrypt(keys, TABLE, "name_enc", clean_name)
@@ -181,7 +194,8 @@ def update(db: Database, keys: NodeKeys, citizen_id: str, *, name: str | None,
         changes["phone_enc"] = pii.encrypt(keys, TABLE, "phone_enc", clean_phone)
     if not changes:
         return current
-    db.table(TABLE).update(citizen_id, {**changes, "updated_at": now})
+    clocks = stamp_fields(db, row["field_hlc"], sorted(changes))
+    db.table(TABLE).update(citizen_id, {**changes, "field_hlc": clocks, "updated_at": now})
     fields = sorted(column.removesuffix("_enc") for column in changes)
     audit.append(db, actor, "citizen.update", "citizen", citizen_id, now, {"fields": fields})
     return get_citizen(db, keys, citizen_id)

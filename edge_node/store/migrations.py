@@ -12,7 +12,12 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
-from edge_node.store.schema import DOMAIN_INDEXES, INITIAL, SYNCED_TABLES
+from edge_node.store.schema import (
+    CITIZEN_FIELD_CLOCKS,
+    DOMAIN_INDEXES,
+    INITIAL,
+    SYNCED_TABLES,
+)
 from sync.changes import OUTBOX_DDL, install_capture
 
 Migration = tuple[str, Callable[[Database], None]]
@@ -33,9 +38,15 @@ def _domain_indexes(db: Database) -> None:
         db.execute(statement)
 
 
+def _citizen_field_clocks(db: Database) -> None:
+    """Citizens carry a clock per field, so edits on two nodes merge field by field."""
+    db.execute(CITIZEN_FIELD_CLOCKS)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_domain_indexes", _domain_indexes),
+    ("0003_citizen_field_clocks", _citizen_field_clocks),
 )
 
 

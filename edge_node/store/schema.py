@@ -148,3 +148,7 @@ DOMAIN_INDEXES: tuple[str, ...] = (
     "CREATE INDEX volunteer_shifts_day ON volunteer_shifts (business_date, planned_start)",
     "CREATE INDEX volunteer_shifts_volunteer ON volunteer_shifts (volunteer_id, business_date)",
 )
+
+# 0003: per-field clocks of citizen profiles, read by HQ's per-field LWW merge
+# (sync.merge: `{"column": {"hlc": clock, "base": clock it replaced}}`).
+CITIZEN_FIELD_CLOCKS = "ALTER TABLE citizens ADD COLUMN field_hlc TEXT NOT NULL DEFAULT '{}'"
