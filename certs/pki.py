@@ -115,7 +115,12 @@ def issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
 
 def common_name(cert: x509.Certificate) -> str:
     """The certificate's CN (node identity)."""
-    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return common_name_of(cert.subject)
+
+
+def common_name_of(name: x509.Name) -> str:
+    """The CN of a subject name."""
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
 

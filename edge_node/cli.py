@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from edge_node.errors import EdgeError
 from edge_node.node import Node
 from edge_node.store.db import StoreError
 from edge_node.store.keyfile import KeyFileError
+
+if TYPE_CHECKING:
+    from sync.identity import NodeIdentity
 
 USER_ERRORS = (ConfigError, EdgeError, StoreError, KeyFileError)
 
@@ -239,6 +242,87 @@ def _watch_backlog(port: Any, timeout: float) -> bool:
     return False
 
 
+def _node_identity(node: Node) -> NodeIdentity:
+    """The node's sync keys, or a one-line error when it is not enrolled."""
+    from edge_node.sync_runtime import is_enrolled, sync_dir
+    from sync.identity import IdentityError, load_node_identity
+
+    if not is_enrolled(node.settings):
+        raise click.ClickException("node is not enrolled: run `edge-node enroll` first")
+    try:
+        return load_node_identity(sync_dir(node.settings), node.node_id)
+    except (IdentityError, ValueError) as exc:
+        raise click.ClickException(f"sync keys unusable: {exc}") from exc
+
+
+@sync.command("export")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the bundle to (e.g. the mounted USB stick).")
+@click.pass_context
+def sync_export(ctx: click.Context, out_dir: str) -> None:
+    """Write everything HQ has not acknowledged yet to one bundle file.
+
+    Carry it to HQ (`edge-hq import`), bring back the ack bundle and apply it
+    with `edge-node sync import-ack`. Records leave the outbox only then.
+
+    Example: edge-node sync export --out /media/usb
+    """
+    from pathlib import Path
+
+    from edge_node.sync_port import NodeOutbox
+    from sync.bundle import BundleError, export_outbox
+
+    with opened_node(ctx) as node:
+        identity = _node_identity(node)
+        port = NodeOutbox(node)
+        backlog = port.stats()["count"]
+        try:
+            with click.progressbar(length=max(backlog, 1), label="exporting") as bar:
+                report = export_outbox(port, identity, Path(out_dir), bar.update)
+        except BundleError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(f"{out_dir}: cannot write the bundle "
+                                       f"({exc.strerror})") from exc
+    if report.first_seq is None:
+        click.echo(f"nothing unsent; {report.path} carries only the downstream ack")
+        return
+    click.echo(f"wrote {report.path}: seq {report.first_seq}..{report.last_seq}, "
+               f"{report.records} records")
+    if not report.complete:
+        click.echo("the backlog is larger than one bundle: import this bundle's ack, "
+                   "then export again for the rest", err=True)
+
+
+@sync.command("import-ack")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def sync_import_ack(ctx: click.Context, file: str) -> None:
+    """Apply HQ's ack bundle: drop acknowledged records, apply HQ's updates.
+
+    The bundle must be signed by HQ and addressed to this node; otherwise
+    nothing is applied.
+
+    Example: edge-node sync import-ack /media/usb/NABCDE-ack-3600.keb
+    """
+    from pathlib import Path
+
+    from edge_node.sync_port import NodeOutbox
+    from sync.bundle import BundleError, import_ack_bundle
+
+    with opened_node(ctx) as node:
+        identity = _node_identity(node)
+        port = NodeOutbox(node)
+        try:
+            report = import_ack_bundle(port, identity, Path(file))
+        except BundleError as exc:
+            raise click.ClickException(str(exc)) from exc
+        backlog = port.stats()["count"]
+    verb = "advanced to" if report.advanced else "already at"
+    click.echo(f"ack {verb} seq {report.acked_seq}; {report.down_applied} update(s) from HQ "
+               f"applied; {backlog} record(s) still unsent")
+
+
 @main.group()
 def staff() -> None:
     """Local staff accounts (normally they come from HQ)."""
@@ -270,3 +354,13 @@ def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
 
         row = node.write(run)
     click.echo(f"created {row['role']} account {row['username']}")
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules."""
+    from edge_node.enroll_cli import enroll
+
+    main.add_command(enroll)
+
+
+_register_commands()

@@ -152,6 +152,53 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
     click.echo(f"ok: audit chain of {node_id} intact")
 
 
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=DEFAULT_KEYS,
+              show_default=True, help="HQ key directory (signing, HPKE).")
+@click.option("--ack-out", type=click.Path(file_okay=False), default=None,
+              help="Write each node's ack bundle here (e.g. the USB stick).")
+@click.pass_context
+def import_cmd(ctx: click.Context, file: str, keys_dir: str, ack_out: str | None) -> None:
+    """Apply a bundle file carried from a node (USB), with the same checks as MQTT.
+
+    Bad envelopes are quarantined and the good ones still apply; a corrupt or
+    truncated file is refused before anything is applied. Importing the same
+    bundle again applies nothing new. Exit 1 if anything was quarantined.
+
+    Example: edge-hq import /media/usb/NABCDE-up-1-3600.keb --ack-out /media/usb
+    """
+    from sync.bundle import BundleError
+    from sync.hq.bundles import import_bundle
+    from sync.identity import IdentityError, load_hq_identity
+
+    try:
+        identity = load_hq_identity(Path(keys_dir))
+    except (IdentityError, ValueError) as exc:
+        raise click.ClickException(f"HQ keys unusable: {exc}") from exc
+    db = _db(ctx.obj["db"])
+    try:
+        report = import_bundle(db, identity, Path(file), Path(ack_out) if ack_out else None)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the ack bundle: {exc.strerror}") from exc
+    finally:
+        db.close()
+    click.echo(f"{Path(file).name}: {report.envelopes} envelope(s), {report.accepted} "
+               f"accepted ({report.applied_records} new records applied), "
+               f"{report.quarantined_total} quarantined")
+    for result in report.nodes.values():
+        line = f"node {result.node_id}: acked up to seq {result.acked_seq}"
+        if result.ack_file is not None:
+            line += f"; ack bundle {result.ack_file}"
+        click.echo(line + (f" ({result.note})" if result.note else ""))
+    if report.quarantined_total:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.quarantined.items()))
+        raise click.ClickException(f"{report.quarantined_total} envelope(s) quarantined "
+                                   f"({reasons}); see `edge-hq quarantine`")
+
+
 @main.group()
 def publish() -> None:
     """Queue records for nodes (sent down signed, encrypted, acknowledged)."""
@@ -216,3 +263,15 @@ def publish_decision(ctx: click.Context, reference: str, status: str, node: str)
     Example: edge-hq publish decision ISB-01-NABCDE-20261128-00001 ready --node NABCDE
     """
     _enqueue(ctx, "decision", {"reference": reference, "status": status}, node)
+
+
+def _register_pki_commands() -> None:
+    """The CA side lives in its own module; attach its commands here."""
+    from sync.hq.pki_cli import broker_config, ca, node
+
+    main.add_command(ca)
+    main.add_command(node)
+    main.add_command(broker_config)
+
+
+_register_pki_commands()

@@ -1,0 +1,88 @@
+"""`edge-node enroll request|install`: join the fleet without the node key ever leaving it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from certs.enroll import EnrollError, install, make_request, read_json, request_digest
+from certs.pki import write_private
+from edge_node.sync_runtime import sync_dir
+
+
+@click.group()
+def enroll() -> None:
+    """Enroll this node with HQ (CSR out, signed bundle in)."""
+
+
+@enroll.command("request")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Request file (default enroll-<node>.json in the current directory).")
+@click.pass_context
+def enroll_request(ctx: click.Context, out: str | None) -> None:
+    """Create the node's keys (once) and write the request to carry to HQ.
+
+    Example: edge-node enroll request --out /media/usb/enroll-NABCDE.json
+    """
+    from edge_node.cli import opened_node
+
+    with opened_node(ctx) as node:
+        directory = sync_dir(node.settings)
+        _refuse_if_unsynced(node, directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        request = make_request(directory, node.node_id, node.center_id)
+    target = Path(out or f"enroll-{request['node_id']}.json")
+    write_private(target, json.dumps(request, indent=2).encode())
+    click.echo(f"request for node {request['node_id']} written to {target}")
+    click.echo(f"request digest (read it to HQ to confirm): {request_digest(request)}")
+
+
+@enroll.command("install")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.option("--ca-fingerprint", required=True,
+              help="SHA-256 fingerprint of HQ's CA, as printed by `edge-hq ca init`.")
+@click.pass_context
+def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None:
+    """Verify HQ's enrollment bundle and install it; the node then syncs when online.
+
+    Example: edge-node enroll install enroll-NABCDE.bundle.json --ca-fingerprint 3A:1F:…
+    """
+    from edge_node.cli import opened_node
+
+    with opened_node(ctx) as node:
+        directory = sync_dir(node.settings)
+        if not (directory / "node.key").exists():
+            raise click.ClickException("no node key: run `edge-node enroll request` first")
+        try:
+            cert = install(directory, read_json(Path(bundle), "enrollment bundle"),
+                           ca_fingerprint, node.node_id)
+        except EnrollError as exc:
+            raise click.ClickException(f"bundle refused: {exc}") from exc
+    click.echo(f"enrolled: node {node.node_id}, certificate valid until "
+               f"{cert.not_valid_after_utc:%Y-%m-%d}")
+
+
+def _refuse_if_unsynced(node: object, directory: Path) -> None:
+    """Re-enrolling a node with unsynced records would strand them: refuse unless exported."""
+    from edge_node.sync_port import NodeOutbox
+
+    if not (directory / "node.pem").exists():
+        return
+    stats = NodeOutbox(node).stats()  # type: ignore[arg-type]
+    exported = _exported_through(Path(node.settings["data_dir"]))  # type: ignore[attr-defined]
+    if stats["count"] and (stats["last_seq"] or 0) > exported:
+        raise click.ClickException(
+            f"this node holds {stats['count']} unsynced records; sync them "
+            "(`edge-node sync push`) or export them (`edge-node sync export`) first")
+
+
+def _exported_through(data_dir: Path) -> int:
+    """Highest outbox seq written to an export bundle (0 when none)."""
+    marker = data_dir / "exported_seq"
+    try:
+        return int(marker.read_text().strip())
+    except (OSError, ValueError):
+        return 0

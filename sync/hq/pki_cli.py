@@ -1,0 +1,124 @@
+"""`edge-hq ca …`, `edge-hq node …` and `edge-hq broker-config`: the CA side of the fleet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from certs.authority import AuthorityError, init_authority, open_authority
+from certs.broker import BrokerPaths, acl_text, mosquitto_conf
+from certs.enroll import EnrollError, fingerprint, read_json
+from certs.pki import write_private
+
+DEFAULT_KEYS = "./var-hq/keys"
+keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
+                           default=DEFAULT_KEYS, show_default=True,
+                           help="HQ key directory (CA, signing, HPKE, TLS).")
+
+
+@click.group("ca")
+def ca() -> None:
+    """HQ's device certificate authority."""
+
+
+@ca.command("init")
+@keys_option
+@click.option("--broker-host", "broker_hosts", multiple=True, default=["localhost"],
+              show_default=True, help="Broker DNS name(s) for its TLS certificate.")
+def ca_init(keys_dir: str, broker_hosts: tuple[str, ...]) -> None:
+    """Create the CA and HQ's keys (mode 0600); prints the CA fingerprint for technicians.
+
+    Example: edge-hq ca init --keys /etc/khidmat-hq/keys --broker-host mqtt.hq.example
+    """
+    try:
+        auth = init_authority(Path(keys_dir), list(broker_hosts))
+    except AuthorityError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA created in {keys_dir}")
+    click.echo(f"CA fingerprint (give it to technicians): {fingerprint(auth.ca_cert)}")
+
+
+@click.group("node")
+def node() -> None:
+    """Enroll, list and revoke nodes."""
+
+
+@node.command("sign")
+@click.argument("request", type=click.Path(exists=True, dir_okay=False))
+@click.option("--center", "center_id", required=True, help="Center the node belongs to.")
+@click.option("--broker", default="localhost:8883", show_default=True,
+              help="Broker HOST:PORT the node will use.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Bundle file (default enroll-<node>.bundle.json beside the request).")
+@keys_option
+@click.pass_context
+def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out: str | None,
+              keys_dir: str) -> None:
+    """Sign a node's enrollment request and write its enrollment bundle.
+
+    Example: edge-hq node sign enroll-NABCDE.json --center ISB-01 --broker mqtt.hq:8883
+    """
+    from sync.hq.enrollment import sign_request
+    from sync.hq_cli import _db
+
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.ClickException("--broker must be HOST:PORT")
+    try:
+        data = read_json(Path(request), "enrollment request")
+        bundle = sign_request(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), data,
+                              center_id, host, int(port))
+    except (EnrollError, AuthorityError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
+    write_private(target, json.dumps(bundle, indent=2).encode())
+    click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
+
+
+@node.command("revoke")
+@click.argument("node_id")
+@keys_option
+@click.pass_context
+def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
+    """Revoke a node: CRL updated, ingest refuses it, the fleet is told.
+
+    Reload the broker afterwards (e.g. `systemctl reload mosquitto`) so it reads the CRL.
+
+    Example: edge-hq node revoke NABCDE
+    """
+    from sync.hq.enrollment import revoke
+    from sync.hq_cli import _db
+
+    try:
+        serial = revoke(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), node_id)
+    except (AuthorityError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {node_id} (certificate serial {serial:x}); reload the broker")
+
+
+@click.command("broker-config")
+@keys_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Where to write mosquitto.conf and the ACL file.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="Listen address.")
+@click.option("--run-as", default="mosquitto", show_default=True,
+              help="Account mosquitto switches to; it must read the key, CRL and ACL.")
+def broker_config(keys_dir: str, out_dir: str, port: int, bind: str, run_as: str) -> None:
+    """Write a Mosquitto config: TLS, client certificates, CRL, per-node ACL.
+
+    Example: edge-hq broker-config --out /etc/mosquitto/conf.d/khidmat --port 8883
+    """
+    keys, out = Path(keys_dir).resolve(), Path(out_dir).resolve()
+    if not (keys / "broker.pem").exists():
+        raise click.ClickException(f"{keys}: no broker certificate; run `edge-hq ca init`")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = BrokerPaths(keys / "ca.pem", keys / "broker.pem", keys / "broker.key",
+                        keys / "crl.pem", out / "acl", out / "persist")
+    (out / "acl").write_text(acl_text())
+    (out / "mosquitto.conf").write_text(mosquitto_conf(paths, port, bind, run_as=run_as))
+    (out / "persist").mkdir(exist_ok=True)
+    click.echo(f"wrote {out / 'mosquitto.conf'} and {out / 'acl'}")
