@@ -170,5 +170,26 @@ def _revocation(db: Database, payload: Any, node: Node) -> None:
     audit.append(db, None, "node.revoked", "node", str(payload["node_id"]), node.timestamp())
 
 
+def _certificate(db: Database, payload: Any, node: Node) -> None:
+    """A renewed certificate: same key, same CA, this node; replaces node.pem atomically."""
+    from cryptography import x509
+
+    from certs.pki import cert_pem, common_name, verify_issued_by, write_private
+    from edge_node.sync_runtime import sync_dir
+    from sync.identity import load_cert, load_ec_key
+
+    directory = sync_dir(node.settings)
+    cert = x509.load_pem_x509_certificate(str(payload["cert"]).encode())
+    verify_issued_by(cert, load_cert(directory / "ca.pem"))
+    own = load_ec_key(directory / "node.key").public_key().public_numbers()
+    key = cert.public_key()
+    if common_name(cert) != node.node_id or getattr(key, "public_numbers", None) is None \
+            or key.public_numbers() != own:  # type: ignore[union-attr]
+        raise ValueError("renewed certificate is not for this node's key")
+    write_private(directory / "node.pem", cert_pem(cert))
+    audit.append(db, None, "node.certificate_renewed", "node", node.node_id, node.timestamp(),
+                 {"not_after": cert.not_valid_after_utc.isoformat()})
+
+
 HANDLERS = {"catalog": _catalog, "staff": _staff, "decision": _decision,
-            "revocation": _revocation}
+            "revocation": _revocation, "certificate": _certificate}

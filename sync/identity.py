@@ -91,6 +91,10 @@ class NodeIdentity:
         """Path of the node certificate."""
         return str(self.directory / "node.pem")
 
+    def certificate(self) -> x509.Certificate:
+        """The node certificate as it is on disk now (it is renewed in place)."""
+        return load_cert(self.directory / "node.pem")
+
     @property
     def keyfile(self) -> str:
         """Path of the node key."""

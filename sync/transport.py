@@ -79,6 +79,7 @@ class MqttLink:
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
         self.publish_failures = 0
+        self._reload = threading.Event()
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -120,6 +121,15 @@ class MqttLink:
         if self._thread:
             self._thread.join(timeout=10)
 
+    def reload_credentials(self) -> None:
+        """Reconnect with the certificate files as they are now (after a renewal)."""
+        self._reload.set()
+        self._lost.set()
+        try:
+            self.client.disconnect()
+        except Exception:  # already down
+            log.debug("disconnect while down")
+
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or `timeout` seconds pass."""
         return self._connected.wait(timeout)
@@ -135,6 +145,9 @@ class MqttLink:
         """Connect, run the network loop until the link drops, back off with jitter, repeat."""
         attempt = 0
         while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.client = self._make_client()
             try:
                 self._lost.clear()
                 props = Properties(PacketTypes.CONNECT)

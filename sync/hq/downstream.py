@@ -20,7 +20,7 @@ from sync import envelope
 from sync.hq.db import HQDatabase
 from sync.hq.ingest import utc_now
 
-KINDS = ("catalog", "staff", "decision", "revocation")
+KINDS = ("catalog", "staff", "decision", "revocation", "certificate")
 MAX_ITEMS_PER_ENVELOPE = 200
 
 

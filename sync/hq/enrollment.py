@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+
 from certs import pki
 from certs.authority import Authority
 from certs.enroll import check_request, make_bundle
@@ -26,8 +28,6 @@ def sign_request(auth: Authority, db: HQDatabase, request: dict[str, Any], cente
 
 def revoke(auth: Authority, db: HQDatabase, node_id: str) -> int:
     """Revoke a node: CRL updated, ingest refuses it, the fleet is told. Returns the serial."""
-    from cryptography import x509
-
     row = db.execute("SELECT cert_pem FROM hq_nodes WHERE node_id = ?", [node_id]).fetchone()
     if row is None:
         raise ValueError(f"unknown node {node_id}")
@@ -40,3 +40,17 @@ def revoke(auth: Authority, db: HQDatabase, node_id: str) -> int:
     db.retrying(run)
     enqueue(db, "revocation", {"node_id": node_id, "serial": str(serial)})
     return serial
+
+
+def renew(auth: Authority, db: HQDatabase, node_id: str,
+          csr: x509.CertificateSigningRequest) -> x509.Certificate:
+    """Issue a fresh certificate for a node's existing key and send it down."""
+    cert = auth.issue(csr)
+    pem = pki.cert_pem(cert).decode()
+
+    def run(tx: HQDatabase) -> None:
+        tx.execute("UPDATE hq_nodes SET cert_pem = ? WHERE node_id = ?", [pem, node_id])
+
+    db.retrying(run)
+    enqueue(db, "certificate", {"cert": pem}, node_id)
+    return cert

@@ -79,8 +79,21 @@ def register_node(db: HQDatabase, node_id: str, center_id: str, cert_pem: str,
 
 def _common_name(cert: x509.Certificate) -> str:
     """The certificate's CN."""
-    values = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return _common_name_of(cert.subject)
+
+
+def _common_name_of(name: x509.Name) -> str:
+    """The CN of a subject name."""
+    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
+
+
+def _spki(key: Any) -> bytes:
+    """DER SubjectPublicKeyInfo of a public key, for comparisons."""
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def quarantine(db: HQDatabase, source: str, payload: bytes, error: Rejected) -> None:
@@ -100,11 +113,14 @@ class Ingest:
     """Checks and applies upstream envelopes for one HQ worker."""
 
     def __init__(self, db: HQDatabase, hpke_private: x25519.X25519PrivateKey,
-                 now: Callable[[], str] = utc_now) -> None:
-        """Hold the store and HQ's decryption key."""
+                 now: Callable[[], str] = utc_now,
+                 renewer: Callable[[str, x509.CertificateSigningRequest], None] | None = None,
+                 ) -> None:
+        """Hold the store, HQ's decryption key and (where the CA is here) a renewer."""
         self.db = db
         self.hpke_private = hpke_private
         self.now = now
+        self.renewer = renewer
 
     def handle(self, source: str, payload: bytes, topic_node: str | None) -> Outcome:
         """Check and apply one payload; `topic_node=None` for bundle files (no topic)."""
@@ -129,6 +145,8 @@ class Ingest:
         self._verify_sender(env, node_id)
         if env.header["kind"] == "ack":
             return self._down_ack(env, node_id)
+        if env.header["kind"] == "renew":
+            return self._renew(env, node_id)
         if env.header["kind"] != "batch":
             raise Rejected("bad_kind", f"nodes may not send {env.header['kind']}", node_id)
         records = self._records(env, node_id)
@@ -183,6 +201,26 @@ class Ingest:
         tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
                    [acked, self.now(), node_id])
         return Outcome(node_id, acked_seq=acked, applied=applied)
+
+    def _renew(self, env: envelope.Envelope, node_id: str) -> Outcome:
+        """A node asks for a new certificate for the key it already has."""
+        try:
+            body = envelope.open_body(env, self.hpke_private)
+            csr = x509.load_pem_x509_csr(str(body["csr"]).encode())
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Rejected("bad_body", "renewal needs a PEM csr", node_id) from exc
+        row = self.db.execute("SELECT cert_pem FROM hq_nodes WHERE node_id = ?",
+                              [node_id]).fetchone()
+        current = x509.load_pem_x509_certificate(row[0].encode())
+        if not csr.is_signature_valid or _common_name_of(csr.subject) != node_id or \
+                _spki(csr.public_key()) != _spki(current.public_key()):
+            raise Rejected("bad_csr", "renewal CSR must be for this node and its key", node_id)
+        if self.renewer is None:
+            raise Rejected("no_ca", "this worker has no CA to renew certificates", node_id)
+        self.renewer(node_id, csr)
+        return Outcome(node_id)
 
     def _down_ack(self, env: envelope.Envelope, node_id: str) -> Outcome:
         """A node confirms the downstream messages it has applied."""
@@ -256,14 +294,14 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
                      + tx.lock_clause(), [tbl, pk]).fetchone()
     state, conflicts = merge(State.from_json(row[0] if row else None), policy_for(tbl),
                              record["op"], record["data"], record["hlc"])
-    visible = state.visible()
+    state_json, row_json = state.to_json(), _dumps(state.visible())  # once: JSON is the cost
     newest = max([record["hlc"], *state.clocks.values()])
     tx.execute(
         "INSERT INTO hq_records (tbl, pk, origin, state, row_json, hlc, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET state = ?, "
         "row_json = ?, hlc = ?, updated_at = ?",
-        [tbl, pk, node_id, state.to_json(), _dumps(visible), newest, now, state.to_json(),
-         _dumps(visible), newest, now])
+        [tbl, pk, node_id, state_json, row_json, newest, now, state_json, row_json, newest,
+         now])
     tx.execute("DELETE FROM hq_conflicts WHERE tbl = ? AND pk = ?", [tbl, pk])
     for c in conflicts:
         tx.execute("INSERT INTO hq_conflicts (tbl, pk, col, clock, value_json, winner_clock) "

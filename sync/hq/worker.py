@@ -33,7 +33,7 @@ class Worker:
         """Open the store and prepare the link (connects on `start`)."""
         self.db = HQDatabase(db_url)
         self.identity = identity
-        self.ingest = Ingest(self.db, identity.hpke_private)
+        self.ingest = Ingest(self.db, identity.hpke_private, renewer=self._renewer())
         self.link = MqttLink(LinkConfig(
             client_id=worker_id, host=host, port=port, cafile=identity.cafile,
             certfile=identity.certfile, keyfile=identity.keyfile,
@@ -43,6 +43,17 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name=f"{worker_id}-apply",
                                         daemon=True)
         self.handled = 0
+
+    def _renewer(self) -> Any:
+        """Certificate renewal, when this worker's key directory holds the CA."""
+        from certs.authority import AuthorityError, open_authority
+        from sync.hq.enrollment import renew
+
+        try:
+            auth = open_authority(self.identity.directory)
+        except (AuthorityError, OSError):
+            return None
+        return lambda node_id, csr: renew(auth, self.db, node_id, csr)
 
     def start(self) -> None:
         """Start applying and connect."""
