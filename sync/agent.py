@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sync import envelope, topics
+from sync import batches, envelope, topics
+from sync.batches import BATCH_MAX_BYTES
 from sync.identity import NodeIdentity
 from sync.transport import LinkConfig, MqttLink
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 WINDOW_BATCHES = 4
 BATCH_MIN_RECORDS = 20
 BATCH_MAX_RECORDS = 2000
-BATCH_MAX_BYTES = 600_000
 ACK_TIMEOUT_S = 20.0
 TICK_S = 0.2
 STATUS_EVERY_S = 30.0
@@ -155,21 +155,11 @@ class Agent:
 
     def _take(self, start: int) -> list[dict[str, Any]]:
         """Up to batch_records records from `start`, cut at BATCH_MAX_BYTES of JSON."""
-        records: list[dict[str, Any]] = []
-        size = 0
-        for record in self.port.pending(start - 1, self.batch_records):
-            size += len(json.dumps(record["data"])) + 80
-            if records and size > BATCH_MAX_BYTES:
-                break
-            records.append(record)
-        return records
+        return batches.take_batch(self.port, start, self.batch_records, BATCH_MAX_BYTES)
 
     def _seal(self, records: list[dict[str, Any]]) -> bytes:
         """One upstream batch envelope, encrypted to HQ and signed."""
-        header = {"kind": "batch", "node": self.identity.node_id,
-                  "first_seq": records[0]["seq"], "last_seq": records[-1]["seq"],
-                  "count": len(records), "hlc": records[-1]["hlc"]}
-        return envelope.seal(header, records, self.identity.key, self.identity.hq_hpke_public)
+        return batches.seal_batch(self.identity, records)
 
     def _check_timeout(self) -> None:
         """Go back to the last ack when the oldest batch waited too long."""
@@ -238,23 +228,12 @@ class Agent:
 
     def _handle_down(self, body: Any) -> None:
         """Apply downstream items in seq order, then ack the highest applied."""
-        items = body if isinstance(body, list) else []
-        for item in sorted(items, key=lambda i: i.get("seq", 0) if isinstance(i, dict) else 0):
-            if not isinstance(item, dict) or not isinstance(item.get("seq"), int):
-                continue
-            current = self.port.down_seq()
-            if item["seq"] <= current:
-                continue
-            if item["seq"] != current + 1:
-                break  # a gap: HQ resends from our ack
-            self.port.apply_down(item["seq"], str(item.get("kind")), item.get("payload"))
+        batches.apply_down_items(self.port, body)
         self._send_down_ack()
 
     def _send_down_ack(self) -> None:
         """Tell HQ which downstream seq is applied."""
-        header = {"kind": "ack", "node": self.identity.node_id}
-        payload = envelope.seal(header, {"down_seq": self.port.down_seq()}, self.identity.key,
-                                self.identity.hq_hpke_public)
+        payload = batches.seal_down_ack(self.identity, self.port.down_seq())
         self.link.publish(topics.up(self.identity.node_id), payload, qos=1)
 
     # -- status ----------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""What a node puts in envelopes and takes out of them, whatever carries them.
+
+The MQTT agent (sync/agent.py) and file bundles (sync/bundle.py) both cut the
+outbox into batches, seal them to HQ, acknowledge downstream items and apply
+them — with these functions, so the two paths produce the same envelopes and
+apply HQ's messages the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from sync import envelope
+from sync.identity import NodeIdentity
+
+BATCH_MAX_BYTES = 600_000
+RECORD_OVERHEAD_BYTES = 80
+
+
+class PendingSource(Protocol):
+    """The part of the outbox port that reads unsent records."""
+
+    def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Outbox records with seq > after_seq, oldest first."""
+
+
+class DownTarget(Protocol):
+    """The part of the outbox port that applies downstream items."""
+
+    def down_seq(self) -> int:
+        """Highest downstream seq applied."""
+
+    def apply_down(self, seq: int, kind: str, payload: Any) -> None:
+        """Apply one downstream item (idempotent) and record its seq."""
+
+
+def take_batch(port: PendingSource, start: int, limit: int,
+               max_bytes: int = BATCH_MAX_BYTES) -> list[dict[str, Any]]:
+    """Up to `limit` records from seq `start`, cut at `max_bytes` of JSON (at least one)."""
+    records: list[dict[str, Any]] = []
+    size = 0
+    for record in port.pending(start - 1, limit):
+        size += len(json.dumps(record["data"])) + RECORD_OVERHEAD_BYTES
+        if records and size > max_bytes:
+            break
+        records.append(record)
+    return records
+
+
+def seal_batch(identity: NodeIdentity, records: list[dict[str, Any]]) -> bytes:
+    """One upstream batch envelope, encrypted to HQ and signed by the node."""
+    header = {"kind": "batch", "node": identity.node_id,
+              "first_seq": records[0]["seq"], "last_seq": records[-1]["seq"],
+              "count": len(records), "hlc": records[-1]["hlc"]}
+    return envelope.seal(header, records, identity.key, identity.hq_hpke_public)
+
+
+def seal_down_ack(identity: NodeIdentity, down_seq: int) -> bytes:
+    """The node's ack of the downstream items it has applied, encrypted to HQ and signed."""
+    header = {"kind": "ack", "node": identity.node_id}
+    return envelope.seal(header, {"down_seq": down_seq}, identity.key, identity.hq_hpke_public)
+
+
+def ack_seq_of(body: Any) -> int | None:
+    """The cumulative seq in HQ's ack body, or None when it has none."""
+    seq = body.get("acked_seq") if isinstance(body, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def apply_down_items(port: DownTarget, body: Any) -> int:
+    """Apply downstream items in seq order, stopping at a gap; returns how many were new."""
+    items = body if isinstance(body, list) else []
+    applied = 0
+    for item in sorted(items, key=lambda i: i.get("seq", 0) if isinstance(i, dict) else 0):
+        if not isinstance(item, dict) or not isinstance(item.get("seq"), int):
+            continue
+        current = port.down_seq()
+        if item["seq"] <= current:
+            continue
+        if item["seq"] != current + 1:
+            break  # a gap: HQ resends from our ack
+        port.apply_down(item["seq"], str(item.get("kind")), item.get("payload"))
+        applied += 1
+    return applied
