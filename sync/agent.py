@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography import x509
+
 from sync import batches, envelope, topics
 from sync.batches import BATCH_MAX_BYTES
 from sync.identity import NodeIdentity
@@ -33,6 +35,8 @@ BATCH_MAX_RECORDS = 2000
 ACK_TIMEOUT_S = 20.0
 TICK_S = 0.2
 STATUS_EVERY_S = 30.0
+RENEW_AT_LIFE_FRACTION = 2 / 3  # ask HQ for a new certificate after 2/3 of its life
+RENEW_RETRY_S = 3600.0
 
 
 class OutboxPort(Protocol):
@@ -61,6 +65,12 @@ class OutboxPort(Protocol):
 
     def record_link(self, state: str) -> None:
         """Remember the link state ("online"/"offline") for status readers."""
+
+    def restore_point(self) -> tuple[int, str] | None:
+        """(restored_seq, restore_id) of a restore not yet reconciled with HQ, or None."""
+
+    def resume(self, acked_seq: int, resume_seq: int) -> None:
+        """After a restore: move records made since above `resume_seq`, record HQ's ack."""
 
 
 @dataclass
@@ -93,11 +103,14 @@ class Agent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: deque[_InFlight] = deque()
+        self._restore = port.restore_point()  # set: ask HQ where new records may start
+        self._resume_asked_at = 0.0
         self._next = port.acked_seq() + 1
         self.batch_records = BATCH_MIN_RECORDS * 5
         self.last_ack_at: float | None = None
         self.bytes_sent = 0
         self._status_at = 0.0
+        self._renew_asked_at = 0.0
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -127,6 +140,7 @@ class Agent:
             try:
                 if self.link.connected:
                     self._check_timeout()
+                    self._maybe_ask_resume()
                     self._fill_window()
                     self._maybe_status()
             except Exception:
@@ -183,6 +197,7 @@ class Agent:
         with self._lock:
             self._reset_locked()
         self._status_at = 0.0
+        self._resume_asked_at = 0.0
         self.port.record_link("online")
         self._wake.set()
 
@@ -209,6 +224,10 @@ class Agent:
 
     def _handle_ack(self, body: Any) -> None:
         """Advance the durable ack and slide the window."""
+        if self._restore is not None and isinstance(body, dict) \
+                and body.get("restore_id") == self._restore[1]:
+            self._resume(body)
+            return
         seq = body.get("acked_seq") if isinstance(body, dict) else None
         if not isinstance(seq, int):
             return
@@ -226,10 +245,40 @@ class Agent:
                 self.batch_records = min(BATCH_MAX_RECORDS, self.batch_records * 2)
         self._wake.set()
 
+    # -- after a restore from backup -------------------------------------------------------
+    def _maybe_ask_resume(self) -> None:
+        """Restored: ask HQ (again after ACK_TIMEOUT_S) where new records may start."""
+        if self._restore is None or \
+                time.monotonic() - self._resume_asked_at < ACK_TIMEOUT_S:
+            return
+        seq, restore_id = self._restore
+        payload = envelope.seal({"kind": "resume", "node": self.identity.node_id},
+                                {"restored_seq": seq, "restore_id": restore_id},
+                                self.identity.key, self.identity.hq_hpke_public)
+        if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
+            self._resume_asked_at = time.monotonic()
+            log.info("restored at seq %d: asked HQ where new records may start", seq)
+
+    def _resume(self, body: dict[str, Any]) -> None:
+        """HQ answered: renumber records made since the restore, then stream as usual."""
+        acked, resume_seq = body.get("acked_seq"), body.get("resume_seq")
+        if not isinstance(acked, int) or not isinstance(resume_seq, int):
+            return
+        with self._lock:
+            self.port.resume(acked, resume_seq)
+            self._restore = None
+            self._reset_locked()
+        log.info("resumed after restore: new records continue after seq %d", resume_seq)
+        self._wake.set()
+
     def _handle_down(self, body: Any) -> None:
         """Apply downstream items in seq order, then ack the highest applied."""
+        serial = self.identity.certificate().serial_number
         batches.apply_down_items(self.port, body)
         self._send_down_ack()
+        if self.identity.certificate().serial_number != serial:  # renewed certificate
+            self._renew_asked_at = 0.0
+            self.link.reload_credentials()
 
     def _send_down_ack(self) -> None:
         """Tell HQ which downstream seq is applied."""
@@ -241,6 +290,34 @@ class Agent:
         """Refresh the retained status message now and then."""
         if time.monotonic() - self._status_at >= STATUS_EVERY_S:
             self._publish_status("online")
+            self._maybe_renew()
+
+    def renewal_due(self) -> bool:
+        """True once the certificate has lived RENEW_AT_LIFE_FRACTION of its validity."""
+        cert = self.identity.certificate()
+        start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        return time.time() >= start + (end - start) * RENEW_AT_LIFE_FRACTION
+
+    def _maybe_renew(self) -> None:
+        """Send a CSR for the same key to HQ (no site visit); retried hourly until renewed."""
+        if not self.renewal_due():
+            return
+        if self._renew_asked_at and time.monotonic() - self._renew_asked_at < RENEW_RETRY_S:
+            return
+        from cryptography.hazmat.primitives import serialization
+
+        from certs.pki import make_csr
+
+        cert = self.identity.certificate()
+        org = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+        csr = make_csr(self.identity.key, self.identity.node_id,
+                       str(org[0].value) if org else None)
+        payload = envelope.seal({"kind": "renew", "node": self.identity.node_id},
+                                {"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
+                                self.identity.key, self.identity.hq_hpke_public)
+        if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
+            self._renew_asked_at = time.monotonic()
+            log.info("certificate renewal requested")
 
     def _publish_status(self, state: str) -> None:
         """Retained health (no PII): state, backlog, version, HLC."""
