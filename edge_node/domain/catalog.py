@@ -14,8 +14,6 @@ from sqlite_utils import Database
 
 from edge_node.errors import NotFoundError, ValidationError
 
-CATALOG_TABLES = ("services", "agencies", "documents", "priority_classes")
-
 
 def load_seed() -> dict[str, Any]:
     """The catalog shipped with the package."""
@@ -40,15 +38,18 @@ def check_catalog(data: dict[str, Any]) -> None:
 
 
 def apply_catalog(db: Database, data: dict[str, Any]) -> None:
-    """Replace the catalog tables with `data` (call inside a write transaction)."""
-    for table in CATALOG_TABLES:
-        db.execute(f"DELETE FROM {table}")
-    db.table("documents").insert_all(data["documents"])
-    db.table("priority_classes").insert_all(data["priority_classes"])
+    """Make the catalog tables match `data` (call inside a write transaction).
+
+    Rows are upserted, never deleted: visits, tickets and applications keep
+    pointing at them. A service missing from the new version becomes inactive.
+    """
+    db.table("documents").upsert_all(data["documents"], pk="code")
+    db.table("priority_classes").upsert_all(data["priority_classes"], pk="code")
+    db.execute("UPDATE services SET active = 0")
     for position, agency in enumerate(data["agencies"]):
         row = {k: agency[k] for k in ("code", "queue_prefix", "name_en", "name_ur")}
-        db.table("agencies").insert({**row, "position": position})
-        db.table("services").insert_all(_service_rows(agency))
+        db.table("agencies").upsert({**row, "position": position}, pk="code")
+        db.table("services").upsert_all(_service_rows(agency), pk="code")
     db.table("node_meta").upsert(
         {"key": "catalog_version", "value": str(data["catalog_version"])}, pk="key"
     )
