@@ -25,6 +25,7 @@ from sync.changes import iter_changes
 log = logging.getLogger(__name__)
 ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
 LINK_KEY, LAST_ACK_KEY = "sync_link", "sync_last_ack_at"
+RESTORE_KEY = "sync_restore_point"  # set by `edge-node restore`, cleared by HQ's answer
 STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
                 "language", "version")
 
@@ -52,18 +53,58 @@ class NodeOutbox:
         return _meta_int(self.node.reader(), ACKED_KEY)
 
     def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """Unsent records after `after_seq`."""
+        """Unsent records after `after_seq`; after a restore only the restored ones."""
+        point = self.restore_point()
         return [{"seq": c.seq, "hlc": c.hlc, "tbl": c.table, "pk": c.pk, "op": c.op,
-                 "data": c.data} for c in iter_changes(self.node.reader().conn, after_seq, limit)]
+                 "data": c.data} for c in iter_changes(self.node.reader().conn, after_seq, limit)
+                if point is None or c.seq <= point[0]]
 
     def mark_acked(self, seq: int) -> None:
-        """Record the ack and drop delivered records, in one transaction."""
+        """Record the ack and drop delivered records, in one transaction.
+
+        After a restore, records above the restore point may carry seqs HQ acked
+        for lost records: an ack never reaches them until `resume` moved them.
+        """
         def run(db: Database) -> None:
-            if seq > _meta_int(db, ACKED_KEY):
-                _set_meta(db, ACKED_KEY, seq)
+            point = restore_point(db)
+            upto = seq if point is None else min(seq, point[0])
+            if upto > _meta_int(db, ACKED_KEY):
+                _set_meta(db, ACKED_KEY, upto)
                 _set_meta(db, LAST_ACK_KEY, self.node.timestamp())
-                db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [seq])
+                db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [upto])
         self.node.write(run)
+
+    def restore_point(self) -> tuple[int, str] | None:
+        """(restored_seq, restore_id) while HQ has not told a restored node where to go on."""
+        return restore_point(self.node.reader())
+
+    def resume(self, acked_seq: int, resume_seq: int) -> None:
+        """HQ's answer after a restore: move records made since above `resume_seq`.
+
+        One transaction: records after the restore point get the seqs right
+        after `resume_seq` (order kept), the AUTOINCREMENT counter follows,
+        HQ's ack is recorded, and the restore point is cleared.
+        """
+        def run(db: Database) -> None:
+            point = restore_point(db)
+            if point is None:
+                return
+            base = point[0]
+            if resume_seq < base or acked_seq > resume_seq:
+                raise ValueError(f"resume at {resume_seq} (ack {acked_seq}) is below the "
+                                 f"restore point {base}")
+            issued = _issued_seq(db)
+            offset = resume_seq - base
+            db.execute("UPDATE sync_outbox SET seq = -seq WHERE seq > ?", [base])
+            db.execute("UPDATE sync_outbox SET seq = ? - seq WHERE seq < 0", [offset])
+            _set_issued_seq(db, max(issued, base) + offset)
+            db.execute("DELETE FROM node_meta WHERE key = ?", [RESTORE_KEY])
+            if acked_seq > _meta_int(db, ACKED_KEY):
+                _set_meta(db, ACKED_KEY, acked_seq)
+                _set_meta(db, LAST_ACK_KEY, self.node.timestamp())
+                db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [acked_seq])
+        self.node.write(run)
+        log.info("outbox resumed after restore: new seqs start after %d", resume_seq)
 
     def stats(self) -> dict[str, Any]:
         """Backlog count, oldest unsent age, bytes pending, newest seq."""
@@ -115,6 +156,33 @@ class NodeOutbox:
         return {**self.stats(), "acked_seq": self.acked_seq(), "down_seq": self.down_seq(),
                 "last_ack_at": last_ack[0] if last_ack else None, "link": state,
                 "link_since": since or None}
+
+
+def restore_point(db: Database) -> tuple[int, str] | None:
+    """The restore point recorded by `edge-node restore`, or None."""
+    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [RESTORE_KEY]).fetchone()
+    if row is None:
+        return None
+    point = json.loads(row[0])
+    return int(point["seq"]), str(point["id"])
+
+
+def set_restore_point(db: Database, seq: int, restore_id: str) -> None:
+    """Hold back records made after `seq` until HQ says where they may start."""
+    _set_meta(db, RESTORE_KEY, json.dumps({"seq": seq, "id": restore_id}))
+
+
+def _issued_seq(db: Database) -> int:
+    """The outbox AUTOINCREMENT counter: the highest seq ever issued (0 before any)."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sync_outbox'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_issued_seq(db: Database, seq: int) -> None:
+    """Move the outbox AUTOINCREMENT counter (new records get seq + 1 onwards)."""
+    if db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'sync_outbox'",
+                  [seq]).rowcount == 0:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('sync_outbox', ?)", [seq])
 
 
 def _iso_fix(text: str) -> str:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from sync import envelope, topics
 from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
+from sync.hq import resume
 from sync.hq.db import HQDatabase
 from sync.merge import State, merge, policy_for
 
@@ -52,6 +53,8 @@ class Outcome:
     applied: int = 0
     down_acked: int | None = None
     quarantined: str | None = None
+    resume_seq: int | None = None
+    restore_id: str | None = None
 
 
 def utc_now() -> str:
@@ -145,6 +148,8 @@ class Ingest:
         self._verify_sender(env, node_id)
         if env.header["kind"] == "ack":
             return self._down_ack(env, node_id)
+        if env.header["kind"] == "resume":
+            return self._resume(env, node_id)
         if env.header["kind"] == "renew":
             return self._renew(env, node_id)
         if env.header["kind"] != "batch":
@@ -221,6 +226,26 @@ class Ingest:
             raise Rejected("no_ca", "this worker has no CA to renew certificates", node_id)
         self.renewer(node_id, csr)
         return Outcome(node_id)
+
+    def _resume(self, env: envelope.Envelope, node_id: str) -> Outcome:
+        """A restored node asks where its new records may start (sync/hq/resume.py)."""
+        try:
+            request = resume.parse_request(envelope.open_body(env, self.hpke_private))
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+        except ValueError as exc:
+            raise Rejected("bad_body", str(exc), node_id) from exc
+
+        def run(tx: HQDatabase) -> Outcome:
+            acked, resume_seq = resume.reserve(tx, node_id, request)
+            acked = _advance(tx, node_id, acked)
+            tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
+                       [acked, self.now(), node_id])
+            return Outcome(node_id, acked_seq=acked, resume_seq=resume_seq,
+                           restore_id=request.restore_id)
+
+        outcome: Outcome = self.db.retrying(run)
+        return outcome
 
     def _down_ack(self, env: envelope.Envelope, node_id: str) -> Outcome:
         """A node confirms the downstream messages it has applied."""

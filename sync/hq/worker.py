@@ -18,6 +18,7 @@ from sync import topics
 from sync.hq.db import HQDatabase
 from sync.hq.downstream import ack_envelope, pending_envelope
 from sync.hq.ingest import Ingest, utc_now
+from sync.hq.resume import resume_ack_envelope
 from sync.identity import HQIdentity
 from sync.transport import LinkConfig, MqttLink
 
@@ -92,7 +93,11 @@ class Worker:
         outcome = self.ingest.handle(topic, payload, node_id)
         if outcome.node_id is None or outcome.quarantined:
             return
-        if outcome.acked_seq is not None:
+        if outcome.resume_seq is not None and outcome.acked_seq is not None:
+            self.link.publish(topics.ack(outcome.node_id), resume_ack_envelope(
+                outcome.node_id, outcome.acked_seq, outcome.resume_seq,
+                str(outcome.restore_id), self.identity.sign_key))
+        elif outcome.acked_seq is not None:
             self.link.publish(topics.ack(outcome.node_id),
                               ack_envelope(outcome.node_id, outcome.acked_seq,
                                            self.identity.sign_key))
