@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from edge_node.ids import business_date, iso, utcnow
+from edge_node.session_cache import SessionCache
 from edge_node.store.db import DB_FILE_NAME, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys, load_key_file
 from edge_node.store.migrations import migrate
@@ -64,6 +65,7 @@ class Node:
         self._local = threading.local()
         self._readers: list[Database] = []
         self._lock = threading.Lock()
+        self.sessions = SessionCache()
 
     def write(self, fn: Callable[[Database], T]) -> T:
         """Run `fn(db)` in the single writer; returns once the change is durable."""

@@ -210,6 +210,7 @@ def _staff(db: Database, payload: Any, node: Node) -> None:
         db.table("staff").upsert({**row, "updated_at": node.timestamp()}, pk="id")
         if not row["active"]:
             db.execute("DELETE FROM sessions WHERE staff_id = ?", [row["id"]])
+        node.sessions.clear()
         audit.append(db, None, "staff.sync", "staff", row["id"], node.timestamp(),
                      {"version": row["version"]})
 

@@ -99,8 +99,12 @@ def _authorize(roles: frozenset[str]) -> None:
     n = node()
     token = bearer_token()
     now = n.now()
-    staff, stale = staff_domain.session_staff(
-        n.reader(), token, now, n.settings["session_idle_minutes"])
+    staff = n.sessions.get(token, now)
+    stale = False
+    if staff is None:
+        staff, stale = staff_domain.session_staff(
+            n.reader(), token, now, n.settings["session_idle_minutes"])
+        n.sessions.put(token, staff, now)
     if staff["role"] not in roles:
         raise ForbiddenError(f"role '{staff['role']}' may not do this")
     if stale:

@@ -72,6 +72,7 @@ def logout() -> dict[str, Any]:
         staff_domain.logout(db, token)
         audit.append(db, staff, "logout", "staff", staff["id"], now)
 
+    n.sessions.drop(token)
     n.write(run)
     return {"ok": True}
 

@@ -14,12 +14,13 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge_node.ids import new_id
+from edge_node.store import sql
 from sync.chain import GENESIS_HASH, entry_hash
 
 
 def _head(db: Database) -> tuple[int, str]:
     """(seq, hash) of the newest entry, or (0, genesis)."""
-    row = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    row = db.conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
@@ -35,9 +36,8 @@ def append(db: Database, actor: dict[str, Any] | None, action: str, entity: str 
         "detail": json.dumps(detail or {}, sort_keys=True), "prev_hash": prev,
     }
     entry["hash"] = entry_hash(entry)
-    db.table("audit_log").insert(entry)
-    db.table("node_meta").upsert({"key": "audit_head", "value": f"{seq + 1}:{entry['hash']}"},
-                                 pk="key")
+    sql.insert(db, "audit_log", entry)
+    sql.set_meta(db, "audit_head", f"{seq + 1}:{entry['hash']}")
 
 
 def verify(db: Database) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge_node.errors import NotFoundError, ValidationError
+from edge_node.store import sql
 
 
 def load_seed() -> dict[str, Any]:
@@ -70,12 +71,12 @@ def _service_rows(agency: dict[str, Any]) -> list[dict[str, Any]]:
 
 def get_service(db: Database, code: str) -> dict[str, Any]:
     """One active service with its agency's queue prefix, or NotFoundError."""
-    rows = list(db.query(
-        "SELECT s.*, a.queue_prefix FROM services s JOIN agencies a ON a.code = s.agency_code "
-        "WHERE s.code = ? AND s.active = 1", [code]))
-    if not rows:
+    found = sql.rows(
+        db, "SELECT s.*, a.queue_prefix FROM services s JOIN agencies a "
+        "ON a.code = s.agency_code WHERE s.code = ? AND s.active = 1", [code])
+    if not found:
         raise NotFoundError(f"unknown service: {code}")
-    row = rows[0]
+    row = found[0]
     row["fees"] = json.loads(row["fees"])
     row["documents"] = json.loads(row["documents"])
     return row
@@ -83,10 +84,11 @@ def get_service(db: Database, code: str) -> dict[str, Any]:
 
 def priority_weight(db: Database, code: str) -> int:
     """Weight of a priority class, or ValidationError for an unknown class."""
-    rows = list(db.query("SELECT weight FROM priority_classes WHERE code = ?", [code]))
-    if not rows:
+    row = db.conn.execute("SELECT weight FROM priority_classes WHERE code = ?",
+                          [code]).fetchone()
+    if row is None:
         raise ValidationError(f"unknown priority class: {code}")
-    return int(rows[0]["weight"])
+    return int(row[0])
 
 
 def list_catalog(db: Database) -> dict[str, Any]:

@@ -16,27 +16,23 @@ from edge_node.domain import audit
 from edge_node.domain.catalog import get_service, priority_weight
 from edge_node.errors import NotFoundError, ValidationError
 from edge_node.ids import new_id
+from edge_node.store import sql
 
 MAX_SERVICES_PER_VISIT = 8
 
 
 def next_number(db: Database, queue_code: str, day: str) -> int:
     """Next ticket number of a queue on a day (called in the writer)."""
-    db.execute(
+    row = db.conn.execute(
         "INSERT INTO queue_numbers (queue_code, business_date, last_number) VALUES (?, ?, 1) "
-        "ON CONFLICT (queue_code, business_date) DO UPDATE SET last_number = last_number + 1",
-        [queue_code, day])
-    row = db.execute("SELECT last_number FROM queue_numbers WHERE queue_code = ? "
-                     "AND business_date = ?", [queue_code, day]).fetchone()
+        "ON CONFLICT (queue_code, business_date) DO UPDATE SET last_number = last_number + 1 "
+        "RETURNING last_number", [queue_code, day]).fetchone()
     return int(row[0])
 
 
 def next_order_key(db: Database) -> int:
     """A strictly increasing key that orders tickets by entry into a queue."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = 'order_key'").fetchone()
-    value = int(row[0]) + 1 if row else 1
-    db.table("node_meta").upsert({"key": "order_key", "value": str(value)}, pk="key")
-    return value
+    return sql.next_meta_counter(db, "order_key")
 
 
 def _check_services(db: Database, codes: list[str]) -> list[dict[str, Any]]:
@@ -66,7 +62,7 @@ def create_visit(db: Database, *, services: list[str], priority: str,
              "status": "missing_documents" if missing_documents else "open",
              "created_by": actor["id"], "created_at": now,
              "closed_at": now if missing_documents else None}
-    db.table("visits").insert(visit)
+    sql.insert(db, "visits", visit)
     ticket = None
     if not missing_documents:
         ticket = _issue_ticket(db, visit, resolved, weight, actor, now, day)
@@ -91,8 +87,8 @@ def _issue_ticket(db: Database, visit: dict[str, Any], services: list[dict[str, 
         "recall_count": 0, "rejoin_until": None, "hold_reason": None,
         "issued_at": now, "updated_at": now, "completed_at": None,
     }
-    db.table("tickets").insert(ticket)
-    db.table("ticket_services").insert_all([
+    sql.insert(db, "tickets", ticket)
+    sql.insert_many(db, "ticket_services", [
         {"id": new_id(), "ticket_id": ticket["id"], "position": i, "service_code": s["code"],
          "queue_code": s["agency_code"], "status": "waiting" if i == 0 else "pending",
          "enqueued_at": now if i == 0 else None, "called_at": None, "completed_at": None,
@@ -105,7 +101,7 @@ def _issue_ticket(db: Database, visit: dict[str, Any], services: list[dict[str, 
 def add_event(db: Database, ticket: dict[str, Any], event: str, actor: dict[str, Any] | None,
               now: str, detail: dict[str, Any] | None = None) -> None:
     """Append one event to a ticket's timeline (used for KPIs)."""
-    db.table("ticket_events").insert({
+    sql.insert(db, "ticket_events", {
         "id": new_id(), "ticket_id": ticket["id"], "event": event,
         "service_code": ticket["service_code"], "queue_code": ticket["queue_code"],
         "counter_id": ticket.get("counter_id"), "staff_id": actor["id"] if actor else None,
