@@ -1,0 +1,58 @@
+"""Server-sent events for the live screens (board, dashboard, counter, sync).
+
+A stream polls its reader connection: `PRAGMA data_version` moves whenever the
+writer commits, so a fragment is re-rendered only after a change (or once a
+minute, for waiting times) and sent only when its HTML differs. Streams end
+after STREAM_MAX_S; the browser reconnects (`retry:`), which re-checks the
+session and frees the server thread for others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from flask import Response, stream_with_context
+
+from local_ui.security import node
+
+POLL_S = 0.5
+HEARTBEAT_S = 15.0
+STREAM_MAX_S = 60.0
+RETRY_MS = 1000
+
+
+def _version() -> tuple[int, int]:
+    """Changes to the database as seen by this thread's reader, and the current minute."""
+    row = node().reader().execute("PRAGMA data_version").fetchone()
+    return int(row[0]), int(time.time() // 60)
+
+
+def event(html: str, name: str = "update") -> str:
+    """One SSE event carrying an HTML fragment (one `data:` line per line)."""
+    lines = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+    return f"event: {name}\n{lines}\n"
+
+
+def stream(render: Callable[[], str]) -> Response:
+    """An SSE response sending `render()` now and whenever it changes."""
+
+    def events() -> Iterator[str]:
+        yield f"retry: {RETRY_MS}\n\n"
+        started = beat = time.monotonic()
+        seen, sent = None, None
+        while time.monotonic() - started < STREAM_MAX_S:
+            version = _version()
+            if version != seen:
+                seen = version
+                html = render()
+                if html != sent:
+                    sent, beat = html, time.monotonic()
+                    yield event(html)
+            if time.monotonic() - beat > HEARTBEAT_S:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(POLL_S)
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

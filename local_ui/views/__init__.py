@@ -1,0 +1,1 @@
+"""Blueprints of the staff screens, one module per area."""

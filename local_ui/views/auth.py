@@ -1,0 +1,102 @@
+"""Login, logout, the landing redirect and the idle-timer keep-alive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+from sqlite_utils import Database
+from werkzeug.wrappers import Response
+
+from edge_node.domain import audit
+from edge_node.domain import staff as staff_domain
+from edge_node.errors import EdgeError, LockedError
+from local_ui.security import current_staff, end_session, node, start_session
+from local_ui.web import home_url
+
+bp = Blueprint("auth", __name__)
+FIELD_MAX_CHARS = 256
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a local path may follow a login (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return None
+
+
+@bp.get("/")
+def index() -> Response:
+    """The logged-in staff member's own screen, or the login page."""
+    staff = current_staff()
+    if staff is None:
+        return redirect(url_for("auth.login"))
+    return redirect(home_url(staff["role"]))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Username and password against the local hashes; failures count toward lockout."""
+    expired = bool(session.pop("expired", False))
+    if request.method == "GET":
+        return render_template("login.html", expired=expired, error=None)
+    username = request.form.get("username", "")[:FIELD_MAX_CHARS]
+    password = request.form.get("password", "")[:FIELD_MAX_CHARS]
+    result = _login(username, password)
+    if isinstance(result, EdgeError):
+        message = gettext("This account is locked after repeated failed logins. Try again "
+                          "later.") if isinstance(result, LockedError) \
+            else gettext("Wrong username or password.")
+        return render_template("login.html", expired=False, error=message,
+                               username=username), result.status
+    start_session(result["token"])
+    target = _safe_next(request.args.get("next"))
+    return redirect(target or home_url(result["staff"]["role"]))
+
+
+def _login(username: str, password: str) -> dict[str, Any] | EdgeError:
+    """Run the domain login in the writer (the failure count commits either way)."""
+    n = node()
+    now = n.now()
+
+    def run(db: Database) -> dict[str, Any] | EdgeError:
+        result = staff_domain.login(db, username, password, now, n.settings)
+        if not isinstance(result, EdgeError):
+            audit.append(db, result["staff"], "login", "staff", result["staff"]["id"],
+                         n.timestamp())
+        return result
+
+    return n.write(run)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the domain session and the cookie; `idle=1` says why on the login page."""
+    token = session.get("token")
+    staff = current_staff()
+    if isinstance(token, str) and staff is not None:
+        n = node()
+        now = n.timestamp()
+
+        def run(db: Database) -> None:
+            staff_domain.logout(db, token)
+            audit.append(db, staff, "logout", "staff", staff["id"], now)
+
+        n.write(run)
+    end_session(expired=request.form.get("idle") == "1")
+    return redirect(url_for("auth.login"))
+
+
+@bp.post("/session/ping")
+def ping() -> Any:
+    """The page saw keyboard or pointer activity: keep the session alive."""
+    staff = current_staff()
+    if staff is None:
+        return jsonify({"ok": False}), 401
+    n = node()
+    token = str(session["token"])
+    now = n.now()
+    n.write(lambda db: staff_domain.touch_session(db, token, now))
+    return jsonify({"ok": True})
