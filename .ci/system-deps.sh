@@ -24,6 +24,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 have python3 || apt_install python3 python3-venv
 have mosquitto || apt_install mosquitto
+have chromium || apt_install chromium  # browser tests drive Debian's chromium; none is downloaded
+fc-list 2>/dev/null | grep -q 'Noto Nastaliq Urdu' || apt_install fonts-noto-core  # Urdu screens
 
 pg_ok() { psql -h "$PG_URL_HOST" -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; }
 
@@ -50,4 +52,4 @@ if ! pg_ok; then
   fi
   pg_ok || { echo "system-deps: PostgreSQL still unreachable at $PG_URL_HOST" >&2; exit 1; }
 fi
-echo "system-deps: ok (mosquitto, postgresql)"
+echo "system-deps: ok (mosquitto, postgresql, chromium, fonts)"

@@ -10,10 +10,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from waitress.server import create_server
 
-from edge_node.api import create_app
 from edge_node.jobs import add_jobs
 from edge_node.node import Node
 from edge_node.sync_runtime import SyncLock, start_agent
+from local_ui import create_app  # the JSON API plus the staff screens
 
 log = logging.getLogger("edge_node.serve")
 

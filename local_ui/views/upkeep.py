@@ -26,6 +26,7 @@ from local_ui.web import back, render
 bp = Blueprint("upkeep", __name__)
 SYNC_READERS = SUPERVISORS | TECHNICIANS
 HIDDEN_SETTINGS = frozenset({"key_file"})
+DOCTOR_STATUSES = ("PASS", "WARN", "FAIL", "SKIP")
 
 
 def sync_data() -> dict[str, Any]:
@@ -89,17 +90,18 @@ def _doctor_module() -> Any:
 
 
 def _as_rows(results: Any) -> list[dict[str, Any]]:
-    """Doctor results (dataclasses, dicts or objects) as rows of name/ok/detail."""
+    """Doctor results (`Result(check, status, finding, fix)`, or dicts) as template rows."""
     rows = []
     for item in results or []:
         if dataclasses.is_dataclass(item) and not isinstance(item, type):
             item = dataclasses.asdict(item)
-        get = item.get if isinstance(item, dict) else lambda k, i=item: getattr(i, k, None)
-        ok = get("ok")
-        if ok is None and get("status") is not None:
-            ok = str(get("status")).lower() in {"ok", "pass", "passed"}
-        rows.append({"name": get("name") or get("check") or "?", "ok": bool(ok),
-                     "detail": get("detail") or get("message") or ""})
+        if not isinstance(item, dict):
+            continue
+        status = str(item.get("status", "")).upper()
+        rows.append({"name": item.get("check") or item.get("name") or "?",
+                     "status": status if status in DOCTOR_STATUSES else "FAIL",
+                     "detail": item.get("finding") or item.get("detail") or "",
+                     "fix": item.get("fix") or ""})
     return rows
 
 
