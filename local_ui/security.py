@@ -130,8 +130,14 @@ def end_session(expired: bool = False) -> None:
 
 
 def start_session(token: str) -> None:
-    """A fresh cookie session for a new login (new CSRF token: no fixation)."""
+    """A fresh cookie session for a new login (new CSRF token: no fixation).
+
+    A language picked on the login page is kept; otherwise the staff member's own applies.
+    """
+    lang = session.get("lang")
     session.clear()
+    if lang:
+        session["lang"] = lang
     session["token"] = token
     csrf_token()
 
