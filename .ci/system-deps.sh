@@ -26,6 +26,7 @@ have python3 || apt_install python3 python3-venv
 have mosquitto || apt_install mosquitto
 have chromium || apt_install chromium  # browser tests drive Debian's chromium; none is downloaded
 fc-list 2>/dev/null | grep -q 'Noto Nastaliq Urdu' || apt_install fonts-noto-core  # Urdu screens
+have systemd-analyze || apt_install systemd  # tests verify the unit files
 
 pg_ok() { psql -h "$PG_URL_HOST" -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; }
 

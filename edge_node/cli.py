@@ -361,6 +361,12 @@ def _register_commands() -> None:
     from edge_node.enroll_cli import enroll
 
     main.add_command(enroll)
+    from edge_node.install_cli import install_systemd
+
+    main.add_command(install_systemd)
+    from edge_node.doctor import doctor
+
+    main.add_command(doctor)
 
 
 _register_commands()

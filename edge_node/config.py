@@ -61,6 +61,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync_dir", "", "Directory of the node's sync keys and broker address; empty "
             "means <data_dir>/sync."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("doctor_disk_warn_mib", 1024, "`edge-node doctor` warns when the data directory's "
+            "disk has less free space than this, in MiB."),
+    Setting("doctor_disk_warn_percent", 10, "`edge-node doctor` also warns below this share "
+            "of the disk free, in percent."),
+    Setting("doctor_disk_fail_mib", 100, "`edge-node doctor` fails below this much free "
+            "space, in MiB: writes are about to fail."),
+    Setting("doctor_broker_timeout_seconds", 5, "How long `edge-node doctor` waits for the "
+            "broker's TCP connect and TLS handshake."),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

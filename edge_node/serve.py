@@ -13,6 +13,7 @@ from waitress.server import create_server
 from edge_node.jobs import add_jobs
 from edge_node.node import Node
 from edge_node.sync_runtime import SyncLock, start_agent
+from edge_node.systemd_notify import ServiceNotifier, serving_alive
 from local_ui import create_app  # the JSON API plus the staff screens
 
 log = logging.getLogger("edge_node.serve")
@@ -44,11 +45,16 @@ def run_server(settings: dict[str, Any]) -> None:
     scheduler.start()
     log.info("node %s serving on http://%s:%s", node.node_id, settings["host"],
              settings["port"])
+    notifier = ServiceNotifier()  # systemd: READY now the socket is bound, then watchdog
+    notifier.ready(f"serving node {node.node_id} on port {settings['port']}",
+                   lambda budget: serving_alive(node.writer, settings["host"],
+                                                settings["port"], budget))
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        notifier.stopping()
         log.info("shutting down")
         scheduler.shutdown(wait=True)
         if agent is not None:
