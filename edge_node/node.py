@@ -13,6 +13,7 @@ from sqlite_utils import Database
 
 from edge_node.ids import business_date, iso, utcnow
 from edge_node.session_cache import SessionCache
+from edge_node.store.checkpoint import Checkpointer
 from edge_node.store.db import DB_FILE_NAME, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys, load_key_file
 from edge_node.store.migrations import migrate
@@ -61,6 +62,8 @@ class Node:
         newest = latest_hlc(db.conn)
         if newest:
             self.clock.observe(newest)
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer does it off-path
+        self.checkpointer = Checkpointer(lambda: open_database(self.path, self._db_keys))
         self.writer = Writer(db, settings["writer_batch_max"])
         self._local = threading.local()
         self._readers: list[Database] = []
@@ -94,6 +97,7 @@ class Node:
         """Finish pending writes and close every connection."""
         self.writer.close()
         self.writer.db.close()
+        self.checkpointer.close()
         with self._lock:
             for db in self._readers:
                 db.close()
