@@ -25,6 +25,7 @@ from sync.changes import iter_changes
 log = logging.getLogger(__name__)
 ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
 LINK_KEY, LAST_ACK_KEY = "sync_link", "sync_last_ack_at"
+HQ_CLOCK_KEY, HQ_CLOCK_EVERY_S = "sync_hq_hlc", 60.0
 RESTORE_KEY = "sync_restore_point"  # set by `edge-node restore`, cleared by HQ's answer
 STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
                 "language", "version")
@@ -145,6 +146,22 @@ class NodeOutbox:
     def record_link(self, state: str) -> None:
         """Persist the link state so `edge-node sync status` can show it."""
         self.node.write(lambda db: _set_meta(db, LINK_KEY, f"{state} {self.node.timestamp()}"))
+
+    def record_hq_clock(self, hq_hlc: str) -> None:
+        """Store '<HQ HLC> <local receive time>' for `edge-node doctor` (at most once a minute)."""
+        from sync.hlc import HLCError, Timestamp
+
+        try:
+            Timestamp.parse(hq_hlc)
+        except HLCError:
+            return
+        now = self.node.timestamp()
+        previous = self.node.reader().execute(
+            "SELECT value FROM node_meta WHERE key = ?", [HQ_CLOCK_KEY]).fetchone()
+        if previous and (self.node.now() - parse_iso(previous[0].split(" ")[1])
+                         ).total_seconds() < HQ_CLOCK_EVERY_S:
+            return
+        self.node.write(lambda db: _set_meta(db, HQ_CLOCK_KEY, f"{hq_hlc} {now}"))
 
     def summary(self) -> dict[str, Any]:
         """Backlog and link facts read from the database (works without the agent)."""

@@ -66,6 +66,9 @@ class OutboxPort(Protocol):
     def record_link(self, state: str) -> None:
         """Remember the link state ("online"/"offline") for status readers."""
 
+    def record_hq_clock(self, hq_hlc: str) -> None:
+        """Remember HQ's clock reading and when it arrived (clock skew check)."""
+
     def restore_point(self) -> tuple[int, str] | None:
         """(restored_seq, restore_id) of a restore not yet reconciled with HQ, or None."""
 
@@ -231,6 +234,8 @@ class Agent:
         seq = body.get("acked_seq") if isinstance(body, dict) else None
         if not isinstance(seq, int):
             return
+        if isinstance(body.get("hq_hlc"), str):
+            self.port.record_hq_clock(body["hq_hlc"])
         with self._lock:
             if seq <= self.port.acked_seq():
                 return

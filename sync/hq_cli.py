@@ -43,7 +43,7 @@ def _print(rows: Any, as_json: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"],
                                "auto_envvar_prefix": "EDGE_HQ"})
-@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True,
+@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, envvar="EDGE_HQ_DB",
               help="HQ store: a SQLite path or postgresql://…")
 @click.pass_context
 def main(ctx: click.Context, db_url: str) -> None:
@@ -56,6 +56,7 @@ def main(ctx: click.Context, db_url: str) -> None:
 
 @main.command()
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=DEFAULT_KEYS,
+              envvar="EDGE_HQ_KEYS",
               show_default=True, help="HQ key directory (signing, HPKE, TLS client).")
 @click.option("--broker", default="localhost:8883", show_default=True, help="HOST:PORT.")
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
@@ -155,6 +156,7 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
 @main.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=DEFAULT_KEYS,
+              envvar="EDGE_HQ_KEYS",
               show_default=True, help="HQ key directory (signing, HPKE).")
 @click.option("--ack-out", type=click.Path(file_okay=False), default=None,
               help="Write each node's ack bundle here (e.g. the USB stick).")

@@ -61,6 +61,7 @@ class LinkConfig:
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
     will: tuple[str, bytes] | None = None
     clean_start: bool = False
+    session_expiry_s: int = SESSION_EXPIRY_S
 
 
 class MqttLink:
@@ -151,7 +152,7 @@ class MqttLink:
             try:
                 self._lost.clear()
                 props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = SESSION_EXPIRY_S
+                props.SessionExpiryInterval = self.config.session_expiry_s
                 self.client.connect(self.config.host, self.config.port, KEEPALIVE_S,
                                     clean_start=self.config.clean_start, properties=props)
                 self.client.loop_start()

@@ -82,6 +82,9 @@ def test_offline_day_then_link(env: SyncEnv, node: Node) -> None:
         wait_for(lambda: port.stats()["count"] == 0, 90, "backlog to reach zero")
         assert_hq_equals_node(node, env.hq_url)
         assert agent.status()["link"] == "online"
+        hq_clock = node.reader().execute(
+            "SELECT value FROM node_meta WHERE key = 'sync_hq_hlc'").fetchone()
+        assert hq_clock and hq_clock[0].split(" ")[0].endswith("-hq")  # for the skew check
     finally:
         agent.stop()
         worker.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -82,6 +83,11 @@ def _node_public(text: str | None) -> x25519.X25519PublicKey:
 
 
 def ack_envelope(node_id: str, acked_seq: int, sign_key: ec.EllipticCurvePrivateKey) -> bytes:
-    """HQ's signed cumulative ack for a node."""
+    """HQ's signed cumulative ack for a node, with HQ's clock (for the node's skew check)."""
     return envelope.seal({"kind": "ack", "node": node_id, "acked_seq": acked_seq},
-                         {"acked_seq": acked_seq}, sign_key, None)
+                         {"acked_seq": acked_seq, "hq_hlc": hq_clock()}, sign_key, None)
+
+
+def hq_clock() -> str:
+    """HQ's wall time as an HLC string (node id `hq`)."""
+    return f"{time.time_ns() // 1_000_000:015d}-00000-hq"

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 
-from sync.hlc import HLCError, Timestamp
 from sync.hq.db import HQDatabase
 from sync.hq.ingest import verify_chain
-
-
-def _skew_s(status: dict[str, Any]) -> float | None:
-    """Node HLC wall time minus the time it reported, i.e. how far its clock runs ahead."""
-    try:
-        stamp = Timestamp.parse(str(status.get("hlc")))
-        return round(stamp.wall_ms / 1000 - float(status.get("at", time.time())), 1)
-    except (HLCError, TypeError, ValueError):
-        return None
 
 
 def fleet(db: HQDatabase) -> list[dict[str, Any]]:
@@ -37,7 +26,7 @@ def fleet(db: HQDatabase) -> list[dict[str, Any]]:
             "state": status.get("state", "unknown"), "last_seen": seen,
             "acked_seq": acked, "backlog": status.get("backlog"),
             "oldest_unsent_age_s": status.get("oldest_unsent_age_s"),
-            "version": status.get("version"), "clock_skew_s": _skew_s(status),
+            "version": status.get("version"), "clock_skew_s": status.get("clock_skew_s"),
             "cert_days_left": days_left, "down_pending": down_seq - down_acked,
             "chain_problems": verify_chain(db, node_id),
         })

@@ -14,6 +14,7 @@ from certs.pki import write_private
 
 DEFAULT_KEYS = "./var-hq/keys"
 keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
+                           envvar="EDGE_HQ_KEYS",
                            default=DEFAULT_KEYS, show_default=True,
                            help="HQ key directory (CA, signing, HPKE, TLS).")
 

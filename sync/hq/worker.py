@@ -12,6 +12,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from sync import topics
@@ -38,7 +39,10 @@ class Worker:
         self.link = MqttLink(LinkConfig(
             client_id=worker_id, host=host, port=port, cafile=identity.cafile,
             certfile=identity.certfile, keyfile=identity.keyfile,
-            subscriptions=[(topics.HQ_UP_SUBSCRIPTION, 1), (topics.HQ_STATUS_SUBSCRIPTION, 1)]),
+            subscriptions=[(topics.HQ_UP_SUBSCRIPTION, 1), (topics.HQ_STATUS_SUBSCRIPTION, 1)],
+            # No session outlives the connection: a dead worker's shared subscription would
+            # keep taking its turn of every node's batches (queued, unacked) for days.
+            clean_start=True, session_expiry_s=0),
             self._on_message)
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE_MAX)
         self._thread = threading.Thread(target=self._run, name=f"{worker_id}-apply",
@@ -123,6 +127,9 @@ class Worker:
             return
         if not isinstance(status, dict):
             return
+        sent_at = status.get("at")
+        if isinstance(sent_at, int | float) and status.get("state") == "online":
+            status["clock_skew_s"] = round(sent_at - time.time(), 1)  # node ahead if > 0
 
         def run(tx: HQDatabase) -> None:
             tx.execute("UPDATE hq_nodes SET status = ?, last_seen = ? WHERE node_id = ?",
