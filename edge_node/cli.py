@@ -269,6 +269,7 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
     """
     from pathlib import Path
 
+    from edge_node.retire import note_exported
     from edge_node.sync_port import NodeOutbox
     from sync.bundle import BundleError, export_outbox
 
@@ -284,6 +285,7 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
         except OSError as exc:
             raise click.ClickException(f"{out_dir}: cannot write the bundle "
                                        f"({exc.strerror})") from exc
+        note_exported(Path(node.settings["data_dir"]), report.last_seq)
     if report.first_seq is None:
         click.echo(f"nothing unsent; {report.path} carries only the downstream ack")
         return
@@ -361,6 +363,12 @@ def _register_commands() -> None:
     from edge_node.enroll_cli import enroll
 
     main.add_command(enroll)
+    from edge_node.backup_cli import backup, restore
+    from edge_node.retire_cli import retire
+
+    main.add_command(backup)
+    main.add_command(restore)
+    main.add_command(retire)
     from edge_node.install_cli import install_systemd
 
     main.add_command(install_systemd)

@@ -69,6 +69,12 @@ SETTINGS: tuple[Setting, ...] = (
             "space, in MiB: writes are about to fail."),
     Setting("doctor_broker_timeout_seconds", 5, "How long `edge-node doctor` waits for the "
             "broker's TCP connect and TLS handshake."),
+    Setting("backup_hour", 2, "Local hour (0-23) of the daily encrypted backup made by "
+            "`edge-node serve`."),
+    Setting("backup_keep", 14, "Backups kept in the backup directory; older ones are "
+            "deleted after each backup."),
+    Setting("backup_dir", "", "Directory of the daily backups; empty means <data_dir>/backups. "
+            "Prefer another disk. The key file is not in a backup: keep a copy apart."),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

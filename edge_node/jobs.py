@@ -28,6 +28,19 @@ def snapshot_kpis(node: Node) -> None:
     log.info("KPI snapshot stored for %s", day)
 
 
+def backup_daily(node: Node) -> None:
+    """The daily encrypted backup, then rotation (a failure is logged; next day retries)."""
+    from edge_node.backup import scheduled_backup
+    from edge_node.errors import EdgeError
+
+    try:
+        made = scheduled_backup(node.settings, node.keys)
+    except (EdgeError, OSError) as exc:
+        log.error("daily backup failed: %s", getattr(exc, "message", None) or exc)
+        return
+    log.info("daily backup %s", made.path.name)
+
+
 def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     """Register the jobs; a failing run is logged and retried at the next interval."""
     scheduler.add_job(expire_no_shows, "interval", args=[node], id="expire_no_shows",
@@ -35,4 +48,10 @@ def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
                       max_instances=1)
     scheduler.add_job(snapshot_kpis, "cron", args=[node], id="kpi_snapshot",
                       hour=node.settings["kpi_snapshot_hour"], minute=55, coalesce=True,
+                      max_instances=1)
+    from edge_node.backup import check_schedule
+
+    check_schedule(node.settings)
+    scheduler.add_job(backup_daily, "cron", args=[node], id="backup",
+                      hour=node.settings["backup_hour"], minute=30, coalesce=True,
                       max_instances=1)

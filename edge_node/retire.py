@@ -1,0 +1,128 @@
+"""Retiring a node: never strand records HQ has not received, then erase data and keys.
+
+Records are safe to erase once HQ acknowledged them, or once they were
+exported to a bundle (`edge-node sync export` records the highest exported seq
+in `<data_dir>/exported_seq`). Wiping overwrites the key files before
+unlinking them: the database and every backup are encrypted with the node
+key, so without it they are unreadable (on SSDs and journaling file systems an
+overwrite is best effort; dispose of the disk as policy says).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_node.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
+from edge_node.node import db_path, key_path
+from edge_node.store.db import open_database
+from edge_node.store.keyfile import NodeKeys
+from edge_node.sync_port import ACKED_KEY
+from edge_node.sync_runtime import LOCK_NAME, sync_dir
+
+EXPORTED_MARKER = "exported_seq"
+
+
+def exported_through(data_dir: Path) -> int:
+    """Highest outbox seq written to an export bundle (0 when none)."""
+    try:
+        return int((data_dir / EXPORTED_MARKER).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def note_exported(data_dir: Path, last_seq: int | None) -> None:
+    """Remember that records up to `last_seq` are in a bundle (the marker never goes back)."""
+    if last_seq is not None and last_seq > exported_through(data_dir):
+        write_atomic(data_dir / EXPORTED_MARKER, f"{last_seq}\n".encode())
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What stands between a node and its retirement."""
+
+    node_id: str
+    unsynced: int
+    first_seq: int | None
+    last_seq: int | None
+    exported: int
+    stranded: int  # unsynced and not in any export bundle
+
+    @property
+    def ready(self) -> bool:
+        """True when wiping loses nothing that HQ does not have or cannot get from a bundle."""
+        return self.stranded == 0
+
+
+def readiness(settings: dict[str, Any], keys: NodeKeys) -> Readiness:
+    """Unsynced records and how far they were exported (StoreError when unreadable)."""
+    exported = exported_through(Path(settings["data_dir"]))
+    db = open_database(db_path(settings), db_keys(settings, keys))
+    try:
+        meta = dict(db.execute("SELECT key, value FROM node_meta").fetchall())
+        acked = int(meta.get(ACKED_KEY, 0))
+        count, first, last = db.execute(
+            "SELECT count(*), min(seq), max(seq) FROM sync_outbox WHERE seq > ?",
+            [acked]).fetchone()
+        stranded = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?",
+                              [max(acked, exported)]).fetchone()[0]
+    finally:
+        db.close()
+    return Readiness(meta["node_id"], count, first, last, exported, stranded)
+
+
+def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
+    """Overwrite and remove the key files; remove database, WAL, backups and sync keys."""
+    data_dir = Path(settings["data_dir"])
+    removed: list[Path] = []
+    for key in (key_path(settings), *_files(sync_dir(settings))):
+        if key.is_file():
+            shred(key)
+            removed.append(key)
+    if sync_dir(settings).is_dir():
+        shutil.rmtree(sync_dir(settings))
+        removed.append(sync_dir(settings))
+    database = db_path(settings)
+    for path in [database, Path(f"{database}-wal"), Path(f"{database}-shm"),
+                 *data_dir.glob(f"{database.name}.before-restore-*"),
+                 *data_dir.glob(f"{database.name}.restoring*"),
+                 data_dir / EXPORTED_MARKER, data_dir / LOCK_NAME]:
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    if backup_dir(settings).is_dir():
+        for backup in list_backups(backup_dir(settings), node_id):
+            backup.path.unlink(missing_ok=True)
+            manifest_path(backup.path).unlink(missing_ok=True)
+            removed.append(backup.path)
+    _fsync_dir(data_dir)
+    return removed
+
+
+def _files(directory: Path) -> list[Path]:
+    """Regular files under `directory` (none when it does not exist)."""
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
+
+
+def shred(path: Path) -> None:
+    """Overwrite a file with random bytes, fsync, then unlink it."""
+    size = path.stat().st_size
+    path.chmod(0o600)
+    with path.open("r+b") as handle:
+        handle.write(os.urandom(max(size, 1)))
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the unlinks durable."""
+    if directory.is_dir():
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
