@@ -241,10 +241,12 @@ class Agent:
                 return
             self.port.mark_acked(seq)
             self.last_ack_at = time.time()
-            prompt = bool(self._inflight) and \
-                time.monotonic() - self._inflight[0].sent_at < ACK_TIMEOUT_S / 4
+            now = time.monotonic()
+            prompt = bool(self._inflight) and now - self._inflight[0].sent_at < ACK_TIMEOUT_S / 4
             while self._inflight and self._inflight[0].last <= seq:
                 self._inflight.popleft()
+            if self._inflight:  # its wait starts now: time queued behind acked batches is progress
+                self._inflight[0].sent_at = max(self._inflight[0].sent_at, now)
             self._next = max(self._next, seq + 1)
             if prompt:
                 self.batch_records = min(BATCH_MAX_RECORDS, self.batch_records * 2)
