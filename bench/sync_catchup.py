@@ -490,11 +490,12 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     print(f"filling outboxes: {sizes['small']:,} and {sizes['large']:,} records, and "
           f"{', '.join(f'{n:,}' for n in sizes['links'].values())} for the slow links",
           flush=True)
-    sites = {"small": make_site(workdir / "small", sizes["small"]),
-             "large": make_site(workdir / "large", sizes["large"])}
-    sites.update({f"link-{k}": make_site(workdir / f"link-{k}", n)
-                  for k, n in sizes["links"].items()})
+    wanted = {"small": sizes["small"], "large": sizes["large"],
+              **{f"link-{k}": n for k, n in sizes["links"].items()}}
+    sites: dict[str, Site] = {}
     try:
+        for name, records in wanted.items():
+            sites[name] = make_site(workdir / name, records)
         print("catch-up of the small backlog ...", flush=True)
         small = catch_up(sites["small"], "small")
         small.pop("payloads")
