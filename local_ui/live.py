@@ -9,10 +9,11 @@ session and frees the server thread for others.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
-from flask import Response, stream_with_context
+from flask import Flask, Response, current_app, stream_with_context
 
 from local_ui.security import node
 
@@ -20,6 +21,17 @@ POLL_S = 0.5
 HEARTBEAT_S = 15.0
 STREAM_MAX_S = 60.0
 RETRY_MS = 1000
+
+
+def _stopping() -> threading.Event:
+    """Set when the server shuts down: open streams end at their next poll."""
+    event: threading.Event = current_app.extensions.setdefault("live_stop", threading.Event())
+    return event
+
+
+def stop_streams(app: Flask) -> None:
+    """End every open stream of `app` (called before the node closes)."""
+    app.extensions.setdefault("live_stop", threading.Event()).set()
 
 
 def _version() -> tuple[int, int]:
@@ -37,11 +49,13 @@ def event(html: str, name: str = "update") -> str:
 def stream(render: Callable[[], str]) -> Response:
     """An SSE response sending `render()` now and whenever it changes."""
 
+    stop = _stopping()
+
     def events() -> Iterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
         started = beat = time.monotonic()
         seen, sent = None, None
-        while time.monotonic() - started < STREAM_MAX_S:
+        while time.monotonic() - started < STREAM_MAX_S and not stop.is_set():
             version = _version()
             if version != seen:
                 seen = version
@@ -52,7 +66,7 @@ def stream(render: Callable[[], str]) -> Response:
             if time.monotonic() - beat > HEARTBEAT_S:
                 beat = time.monotonic()
                 yield ": keep-alive\n\n"
-            time.sleep(POLL_S)
+            stop.wait(POLL_S)
 
     return Response(stream_with_context(events()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

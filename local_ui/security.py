@@ -88,7 +88,7 @@ def add_headers(response: Response) -> Response:
     """Security headers; pages with a session are never cached."""
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-    if not is_api(request.path) and not request.path.startswith("/static/"):
+    if not is_api(request.path) and not request.path.startswith("/assets/"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

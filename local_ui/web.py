@@ -18,7 +18,7 @@ from local_ui import i18n
 from local_ui.security import current_staff, is_api, node
 
 T = TypeVar("T")
-bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/static",
+bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/assets",
                template_folder="templates")
 
 

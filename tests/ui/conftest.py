@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.ids import utcnow
 from edge_node.node import Node
 from local_ui import create_app
+from local_ui.live import POLL_S, stop_streams
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -108,8 +110,10 @@ def live_server(node: Node) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
+    stop_streams(app)
+    time.sleep(2 * POLL_S)  # open streams notice and end
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
     server.close()
-    server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
 
 
 @pytest.fixture(scope="session")

@@ -270,3 +270,13 @@ def test_unknown_page_is_an_html_404(ui_client: Client) -> None:
     """Outside /api errors are pages, not JSON."""
     resp = ui_client("operator").get("/nowhere")
     assert resp.status_code == 404 and resp.mimetype == "text/html"
+
+
+def test_assets_are_served_locally(ui_client: Client) -> None:
+    """The stylesheet and script come from the node itself, with the right types."""
+    client = ui_client(None)
+    css, js = client.get("/assets/app.css"), client.get("/assets/app.js")
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert js.status_code == 200 and js.mimetype in ("text/javascript", "application/javascript")
+    html = client.get("/login").get_data(as_text=True)
+    assert 'href="/assets/app.css"' in html and 'src="/assets/app.js"' in html
