@@ -12,7 +12,7 @@ from sqlite_utils import Database
 from werkzeug.wrappers import Response
 
 from edge_node.api.applications import REFERENCE
-from edge_node.domain import applications, volunteer_shifts, volunteers
+from edge_node.domain import applications, citizens, volunteer_shifts, volunteers
 from edge_node.domain.roles import AUDITORS, OPERATORS, RECEPTION, SUPERVISORS
 from edge_node.errors import NotFoundError, ValidationError
 from local_ui.lookups import catalog, local_time, services_named, ticket_services
@@ -63,7 +63,10 @@ def application_form() -> Response:
     chosen = request.args.get("service") if request.args.get("service") in codes else codes[0]
     data = catalog(db)
     service = data["services_by_code"].get(chosen) or {"documents": []}
+    visit = db.execute("SELECT v.citizen_id FROM visits v JOIN tickets t ON t.visit_id = v.id "
+                       "WHERE t.id = ?", [ticket_id]).fetchone()
     return render("application_new.html", ticket={"id": ticket[0], "number": ticket[1]},
+                  needs_citizen=not (visit and visit[0]),
                   services=services, chosen=chosen,
                   documents=[data["documents_by_code"][d] for d in service["documents"]
                              if d in data["documents_by_code"]])
@@ -80,6 +83,23 @@ def _reference(value: str, label: str) -> str | None:
     return value
 
 
+def _walk_in_citizen(cnic: str, name: str, actor: dict[str, Any]) -> str | None:
+    """For a ticket issued without a citizen: find them by CNIC, or register them by name."""
+    if not cnic.strip():
+        return None
+    n = node()
+    try:
+        return str(citizens.lookup(n.reader(), n.keys, cnic)["id"])
+    except NotFoundError:
+        if not name.strip():
+            raise ValidationError(gettext("This CNIC is not registered yet: give the "
+                                          "citizen's name too.")) from None
+    now, keys = n.timestamp(), n.keys
+    created = n.write(lambda db: citizens.register(
+        db, keys, cnic=cnic, name=name, phone=None, id_kind="cnic", actor=actor, now=now))
+    return str(created["id"])
+
+
 @bp.post("/applications")
 @screen(OPERATORS)
 def application_create() -> Response:
@@ -90,7 +110,9 @@ def application_create() -> Response:
 
     def run() -> dict[str, Any]:
         fields = {"service_code": form.get("service_code", ""),
-                  "ticket_id": form.get("ticket_id") or None, "citizen_id": None,
+                  "ticket_id": form.get("ticket_id") or None,
+                  "citizen_id": _walk_in_citizen(form.get("cnic", ""), form.get("name", ""),
+                                                 actor),
                   "agency_reference": _reference(form.get("agency_reference", ""),
                                                  gettext("Agency reference")),
                   "fee_reference": _reference(form.get("fee_reference", ""),
