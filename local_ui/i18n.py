@@ -16,11 +16,11 @@ from flask_babel import Babel, force_locale, get_locale, gettext, lazy_gettext
 
 from edge_node.domain import citizens
 from edge_node.errors import EdgeError
+from local_ui.security import DEVICE_ROLES, current_staff
 
 LANGUAGES = ("en", "ur")
 RTL = frozenset({"ur"})
 DEVICE_COOKIE = "khidmat_lang"
-DEVICE_ROLES = frozenset({"kiosk", "display"})
 TRANSLATIONS = Path(__file__).parent / "translations"
 COOKIE_MAX_AGE_S = 365 * 24 * 3600
 
@@ -54,8 +54,6 @@ def _asked() -> str | None:
 
 def select_language() -> str:
     """The language of this request (see the module docstring)."""
-    from local_ui.security import current_staff
-
     asked = _asked()
     if asked:
         session["lang"] = asked

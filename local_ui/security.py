@@ -27,6 +27,7 @@ from edge_node.errors import AuthError
 from edge_node.node import Node
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEVICE_ROLES = frozenset({"kiosk", "display"})
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_COOKIE = "khidmat_ui"
@@ -113,10 +114,17 @@ def current_staff() -> dict[str, Any] | None:
         except AuthError:
             end_session(expired=True)
             return None
-        if stale:
+        if stale and not _passive(found):
             n.write(lambda db: staff_domain.touch_session(db, token, now))
         g.staff = found
     return cast("dict[str, Any] | None", g.staff)
+
+
+def _passive(staff: dict[str, Any]) -> bool:
+    """A live stream on a staff screen is not activity (else no staff page would idle out);
+    on the board and kiosk it is what keeps the device logged in."""
+    streaming = request.headers.get("Accept") == "text/event-stream"
+    return streaming and staff["role"] not in DEVICE_ROLES
 
 
 def end_session(expired: bool = False) -> None:

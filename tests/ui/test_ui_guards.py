@@ -280,3 +280,17 @@ def test_assets_are_served_locally(ui_client: Client) -> None:
     assert js.status_code == 200 and js.mimetype in ("text/javascript", "application/javascript")
     html = client.get("/login").get_data(as_text=True)
     assert 'href="/assets/app.css"' in html and 'src="/assets/app.js"' in html
+
+
+def test_live_streams_do_not_keep_a_staff_session_alive(ui_client: Client, clock: ShiftClock,
+                                                        node: Node) -> None:
+    """An open dashboard is not activity: the supervisor still idles out; the board does not."""
+    idle = node.settings["session_idle_minutes"]
+    supervisor, board = ui_client("supervisor"), ui_client("display")
+    stream = {"Accept": "text/event-stream"}
+    for _ in range(3):
+        clock.advance(minutes=idle // 2 + 1)
+        for client, path in ((supervisor, "/supervisor/live"), (board, "/board/live")):
+            client.get(path, headers=stream, buffered=False).close()
+    assert get(supervisor, "/supervisor").status_code == 302
+    assert get(board, "/board").status_code == 200
