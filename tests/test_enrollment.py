@@ -1,0 +1,129 @@
+"""Enrollment and revocation through the CLIs, including every refusal path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from certs.authority import init_authority
+from certs.enroll import fingerprint
+from edge_node.cli import main as node_cli
+from sync.hq_cli import main as hq_cli
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> dict[str, Any]:
+    """An HQ key directory, an initialised node and its enrollment request."""
+    runner = CliRunner()
+    keys, db = tmp_path / "keys", str(tmp_path / "hq.db")
+    auth = init_authority(keys, ["localhost"])
+    data = str(tmp_path / "node")
+    created = runner.invoke(node_cli, ["--data-dir", data, "init", "--center-id", "ISB-01"])
+    assert created.exit_code == 0
+    request = tmp_path / "req.json"
+    result = runner.invoke(node_cli, ["--data-dir", data, "enroll", "request", "--out",
+                                      str(request)])
+    assert result.exit_code == 0, result.output
+    return {"runner": runner, "keys": str(keys), "db": db, "data": data, "request": request,
+            "fp": fingerprint(auth.ca_cert), "tmp": tmp_path}
+
+
+def sign(f: dict[str, Any], center: str = "ISB-01") -> Any:
+    """Run `edge-hq node sign`."""
+    return f["runner"].invoke(hq_cli, ["--db", f["db"], "node", "sign", str(f["request"]),
+                                       "--center", center, "--broker", "localhost:8883",
+                                       "--keys", f["keys"], "--out",
+                                       str(f["tmp"] / "bundle.json")])
+
+
+def install(f: dict[str, Any], fp: str | None = None) -> Any:
+    """Run `edge-node enroll install`."""
+    return f["runner"].invoke(node_cli, ["--data-dir", f["data"], "enroll", "install",
+                                         str(f["tmp"] / "bundle.json"), "--ca-fingerprint",
+                                         fp or f["fp"]])
+
+
+def test_enroll_round_trip(fleet: dict[str, Any]) -> None:
+    """Sign, install: the node's sync directory holds its certificate."""
+    assert sign(fleet).exit_code == 0
+    result = install(fleet)
+    assert result.exit_code == 0, result.output
+    assert "enrolled: node" in result.output
+    assert (Path(fleet["data"]) / "sync" / "node.pem").exists()
+
+
+def test_request_for_another_center_is_refused(fleet: dict[str, Any]) -> None:
+    """HQ signs only for the center the request names."""
+    result = sign(fleet, center="LHR-02")
+    assert result.exit_code == 1 and "not LHR-02" in result.output
+
+
+def test_wrong_ca_fingerprint_is_refused(fleet: dict[str, Any]) -> None:
+    """A bundle from a CA other than the one HQ named installs nothing."""
+    sign(fleet)
+    result = install(fleet, fp="AA:" * 31 + "AA")
+    assert result.exit_code == 1 and "fingerprint" in result.output
+    assert not (Path(fleet["data"]) / "sync" / "node.pem").exists()
+
+
+@pytest.mark.parametrize("field", ["broker", "node_id", "hq_hpke_public", "signature"])
+def test_tampered_bundle_is_refused(fleet: dict[str, Any], field: str) -> None:
+    """Any edit to the bundle breaks HQ's signature (or the node check)."""
+    sign(fleet)
+    path = fleet["tmp"] / "bundle.json"
+    bundle = json.loads(path.read_text())
+    tampered = {"broker": {"host": "evil.example", "port": 8883}, "node_id": "NEVIL",
+                "hq_hpke_public": bundle["hq_hpke_public"].replace("A", "B", 1),
+                "signature": "AAAA" + bundle["signature"][4:]}[field]
+    bundle[field] = tampered
+    path.write_text(json.dumps(bundle))
+    result = install(fleet)
+    assert result.exit_code == 1 and "bundle refused" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (Path(fleet["data"]) / "sync" / "node.pem").exists()
+
+
+def test_bundle_for_another_node_is_refused(fleet: dict[str, Any], tmp_path: Path) -> None:
+    """Another node's bundle does not carry this node's key."""
+    sign(fleet)
+    other = str(tmp_path / "other")
+    runner = fleet["runner"]
+    runner.invoke(node_cli, ["--data-dir", other, "init", "--center-id", "ISB-01"])
+    runner.invoke(node_cli, ["--data-dir", other, "enroll", "request", "--out",
+                             str(tmp_path / "o.json")])
+    result = runner.invoke(node_cli, ["--data-dir", other, "enroll", "install",
+                                      str(tmp_path / "bundle.json"), "--ca-fingerprint",
+                                      fleet["fp"]])
+    assert result.exit_code == 1 and "another node" in result.output
+
+
+def test_revoke_updates_crl_and_tells_the_fleet(fleet: dict[str, Any]) -> None:
+    """`edge-hq node revoke`: the CRL lists the serial, ingest refuses, the fleet is told."""
+    from cryptography import x509
+
+    from sync.hq.db import HQDatabase
+
+    sign(fleet)
+    node_id = json.loads((fleet["tmp"] / "bundle.json").read_text())["node_id"]
+    result = fleet["runner"].invoke(hq_cli, ["--db", fleet["db"], "node", "revoke", node_id,
+                                             "--keys", fleet["keys"]])
+    assert result.exit_code == 0, result.output
+    crl = x509.load_pem_x509_crl((Path(fleet["keys"]) / "crl.pem").read_bytes())
+    assert len(list(crl)) == 1
+    db = HQDatabase(fleet["db"])
+    assert db.execute("SELECT revoked FROM hq_nodes").fetchone()[0] == 1
+    assert db.execute("SELECT kind FROM hq_down").fetchall() == []  # revoked node not told
+    db.close()
+    unknown = fleet["runner"].invoke(hq_cli, ["--db", fleet["db"], "node", "revoke", "NOPE",
+                                              "--keys", fleet["keys"]])
+    assert unknown.exit_code == 1 and "unknown node" in unknown.output
+
+
+def test_ca_init_refuses_to_overwrite(fleet: dict[str, Any]) -> None:
+    """A second `ca init` would orphan every node: refused."""
+    result = fleet["runner"].invoke(hq_cli, ["ca", "init", "--keys", fleet["keys"]])
+    assert result.exit_code == 1 and "exists already" in result.output
