@@ -27,15 +27,20 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write secret material atomically with mode 0600."""
+    """Write a file atomically with mode 0600: temp file, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

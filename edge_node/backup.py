@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlcipher3
 
+from certs.pki import write_private
 from edge_node.config import ConfigError
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
@@ -134,15 +135,8 @@ def fsync_path(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file (0600), fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    """Temp file (0600), fsync, rename, fsync the directory (the PKI's writer)."""
+    write_private(path, data)
 
 
 def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None = None,
