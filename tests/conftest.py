@@ -17,6 +17,7 @@ from edge_node.api.openapi import build_openapi, openapi_path
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, init_node, load_demo
 from edge_node.config import load_settings
 from edge_node.node import Node
+from tests.helpers import FakeClock
 
 pytest_plugins = ["tests.hq_fixtures"]
 
@@ -47,6 +48,20 @@ def settings(tmp_path: Path, template_dir: Path) -> dict[str, Any]:
 def node(settings: dict[str, Any]) -> Iterator[Node]:
     """An initialised node with demo staff and counters (encrypted database)."""
     opened = Node(settings)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when a test advances it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def clocked_node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
+    """The demo node running on the fake `clock`; modules alias it as `node`."""
+    opened = Node(settings, now=clock)
     yield opened
     opened.close()
 

@@ -74,17 +74,9 @@ def login(signed_in: tuple[Path, dict[str, Headers]]) -> Login:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The node's clock: it moves only when a test advances it."""
-    return FakeClock()
-
-
-@pytest.fixture
-def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
-    """The demo node running on the fake clock (overrides conftest's `node`)."""
-    opened = Node(settings, now=clock)
-    yield opened
-    opened.close()
+def node(clocked_node: Node) -> Node:
+    """The demo node on the fake clock (overrides conftest's `node`)."""
+    return clocked_node
 
 
 @pytest.fixture

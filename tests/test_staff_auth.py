@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,17 +19,9 @@ WRONG = "definitely-not-it"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The node's clock: it moves only when a test advances it."""
-    return FakeClock()
-
-
-@pytest.fixture
-def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
-    """The demo node running on the fake clock (overrides conftest's `node`)."""
-    opened = Node(settings, now=clock)
-    yield opened
-    opened.close()
+def node(clocked_node: Node) -> Node:
+    """The demo node on the fake clock (overrides conftest's `node`)."""
+    return clocked_node
 
 
 def attempt(client: FlaskClient, user: str, password: str) -> Any:
