@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from sqlite_utils import Database
+from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response
 
 from edge_node.domain import audit
@@ -19,12 +22,30 @@ bp = Blueprint("auth", __name__)
 FIELD_MAX_CHARS = 256
 
 
-def _safe_next(target: str | None) -> str | None:
-    """Only a local path may follow a login (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") \
-            and "\\" not in target:
-        return target
-    return None
+# What a browser's URL parser (WHATWG) drops before it reads a URL: tab, LF and CR anywhere,
+# C0 controls and spaces at either end. It also reads a backslash as a slash.
+_DROPPED = str.maketrans("", "", "\t\n\r")
+_EDGES = "".join(chr(c) for c in range(0x21))
+
+
+def safe_next(target: str | None) -> str | None:
+    """A same-site path to go to after login, or None (no open redirect).
+
+    The check runs on the URL as a browser will read it, and that normalised
+    form is what is returned: a tab or a backslash between two slashes can not
+    turn the path into the scheme-relative `//evil.example` after the check.
+    """
+    if not target:
+        return None
+    seen = target.translate(_DROPPED).strip(_EDGES).replace("\\", "/")
+    if not seen.startswith("/") or seen.startswith("//"):
+        return None
+    if any(unicodedata.category(ch) == "Cc" for ch in seen):
+        return None
+    parts = urlsplit(seen)
+    if parts.scheme or parts.netloc:
+        return None
+    return iri_to_uri(seen)
 
 
 @bp.get("/")
@@ -52,7 +73,7 @@ def login() -> Any:
         return render_template("login.html", expired=False, error=message,
                                username=username), result.status
     start_session(result["token"])
-    target = _safe_next(request.args.get("next"))
+    target = safe_next(request.args.get("next"))
     return redirect(target or home_url(result["staff"]["role"]))
 
 

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from edge_node.bootstrap import DEMO_STAFF
 from edge_node.domain import roles, staff, visits
 from edge_node.node import Node
+from local_ui.views.auth import safe_next
 from tests.helpers import NADRA
 from tests.ui.conftest import ShiftClock, csrf_of, token_of, ui_login
 
@@ -83,6 +84,54 @@ def test_login_lands_on_the_role_screen_and_next_is_local_only(ui_client: Client
         "username": "operator", "password": "operator-demo-pass", "csrf_token": csrf_of(page)})
     assert resp.status_code == 302 and resp.location == "/operator"
     assert get(client, "/").location == "/operator"
+
+
+# `next` values a browser would follow to another site (after its WHATWG URL parsing:
+# tab/CR/LF dropped, C0 controls and spaces trimmed, backslash read as slash).
+OFFSITE_NEXT = [
+    "//evil.example", "//evil.example/x", "/\\evil.example", "\\\\evil.example",
+    "/\t/evil.example", "\t//evil.example", "/\n/evil.example", "/\r\n/evil.example",
+    "/\\/evil.example", " //evil.example", "\x00//evil.example", "\x1f/\\evil.example",
+    "/\t\\evil.example", "https://evil.example", "http:evil.example", "javascript:alert(1)",
+    "JavaScript:alert(1)", "java\tscript:alert(1)", "data:text/html,x", "evil.example",
+    "//evil.example@x", "https:/\\evil.example", "\t", "", "/x\x7f", "/x\x00y",
+]
+ONSITE_NEXT = {
+    "/operator": "/operator",
+    "/tickets/abc?x=1#top": "/tickets/abc?x=1#top",
+    "/o\tper\nator": "/operator",
+    "/a\\b": "/a/b",
+    "/%2F%2Fevil.example": "/%2F%2Fevil.example",
+    "/applications?q=é": "/applications?q=%C3%A9",
+    "/a b": "/a%20b",
+}
+
+
+@pytest.mark.parametrize("target", OFFSITE_NEXT)
+def test_next_refuses_every_offsite_form(target: str) -> None:
+    """No form of another site (or a script URL) survives the browser's normalisation."""
+    assert safe_next(target) is None
+
+
+@pytest.mark.parametrize(("target", "expected"), ONSITE_NEXT.items())
+def test_next_keeps_local_paths_as_the_browser_reads_them(target: str, expected: str) -> None:
+    """A local path comes back normalised and URL-encoded, ready for a Location header."""
+    assert safe_next(target) == expected
+
+
+@pytest.mark.parametrize("query", ["%2F%09%2Fevil.example", "%2F%5C%2Fevil.example",
+                                   "%2F%0D%0A%2Fevil.example", "%0D%0ASet-Cookie:x=1",
+                                   "%2Fx%0D%0ASet-Cookie:x=1"])
+def test_login_never_redirects_offsite_nor_fails(ui_client: Client, query: str) -> None:
+    """The real login form with a hostile `next`: a local 302, never another site or a 500."""
+    client = ui_client(None)
+    page = client.get("/login").get_data(as_text=True)
+    resp = client.post(f"/login?next={query}", data={
+        "username": "operator", "password": "operator-demo-pass", "csrf_token": csrf_of(page)})
+    assert resp.status_code == 302
+    assert resp.location.startswith("/") and not resp.location.startswith("//")
+    assert "\r" not in resp.location and "\n" not in resp.location
+    assert "Set-Cookie: x" not in str(resp.headers)
 
 
 def test_post_without_or_with_a_wrong_csrf_token_is_refused(ui_client: Client,
