@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 import pytest
@@ -10,7 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate as validate_spec
 
+from edge_node.api import BLUEPRINTS
 from edge_node.api.openapi import openapi_path
+from edge_node.api.routing import ROUTES, RouteSpec
+from edge_node.bootstrap import DEMO_STAFF
 from edge_node.node import Node
 
 Headers = dict[str, str]
@@ -109,6 +114,85 @@ def test_malformed_bodies(client: FlaskClient, login: Callable[[str], Headers], 
     assert_error(resp, 400, fragment)
     assert outbox_mark(node) == before
     assert client.get("/api/health").status_code == 200
+
+
+def db_snapshot(node: Node) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table: equal before and after means nothing was written at all."""
+    db = node.reader()
+    tables = [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: sorted(map(tuple, db.execute(f"SELECT * FROM [{t}]").fetchall()), key=repr)
+            for t in tables}
+
+
+def nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    """A JSON object whose one field holds `depth` levels of arrays (or objects)."""
+    return b'{"services": ' + opener * (depth - 1) + closer * (depth - 1) + b"}"
+
+
+DEEP_BODIES = {"40 arrays": nested(40), "40 objects": nested(40, b'{"a": ', b"}"),
+               "30000 arrays": nested(30_000), "30000 unclosed": b"[" * 30_000}
+
+
+def body_routes() -> list[RouteSpec]:
+    """Every route that reads a JSON body (its blueprint modules imported first)."""
+    for name in BLUEPRINTS:
+        import_module(name)
+    return [spec for spec in ROUTES if spec.body is not None]
+
+
+BODY_ROUTES = body_routes()
+
+
+@pytest.mark.parametrize("spec", BODY_ROUTES, ids=lambda s: f"{s.method} {s.rule}")
+@pytest.mark.parametrize("deep", DEEP_BODIES.values(), ids=DEEP_BODIES)
+def test_deeply_nested_bodies_are_400(client: FlaskClient, login: Callable[[str], Headers],
+                                      node: Node, spec: RouteSpec, deep: bytes) -> None:
+    """Nesting thousands deep is a 400 on every route with a body, not a RecursionError."""
+    headers = login(next(u for u, _, r in DEMO_STAFF if r in spec.roles)) \
+        if spec.roles is not None else {}
+    before = db_snapshot(node)
+    path = re.sub(r"<[^>]+>", "00000000-0000-4000-8000-000000000000", spec.rule)
+    resp = client.open(path, method=spec.method, data=deep,
+                       content_type="application/json", headers=headers)
+    assert_error(resp, 400, "request body")
+    assert db_snapshot(node) == before
+
+
+@pytest.mark.parametrize(("method", "path", "user", "body"), [
+    ("POST", "/api/citizens", "reception",
+     '{"cnic": "35202-1234567-1", "name": "Ali\\ud800"}'),
+    ("POST", "/api/citizens", "reception",
+     '{"cnic": "35202-1234567-1", "name": "Ali", "phone": "0300\\udfff1234567"}'),
+    ("POST", "/api/visits", "reception", '{"services": ["nadra_snic_renewal\\ud800"]}'),
+    ("POST", "/api/visits", "reception", '{"services": ["\\udc80"]}'),
+    ("POST", "/api/visits", "reception", '{"services": ["nadra_snic_renewal"], "\\ud800": 1}'),
+    ("POST", "/api/auth/login", None, '{"username": "\\ud800", "password": "x"}'),
+])
+def test_lone_surrogates_are_400(client: FlaskClient, login: Callable[[str], Headers],
+                                 node: Node, method: str, path: str, user: str | None,
+                                 body: str) -> None:
+    """JSON can spell a lone surrogate; it is refused up front, never written."""
+    headers = login(user) if user else {}
+    before = db_snapshot(node)
+    resp = client.open(path, method=method, data=body.encode(),
+                       content_type="application/json", headers=headers)
+    assert_error(resp, 400, "valid Unicode")
+    assert db_snapshot(node) == before
+
+
+def test_patch_with_a_lone_surrogate_changes_nothing(client: FlaskClient,
+                                                     login: Callable[[str], Headers],
+                                                     node: Node) -> None:
+    """Editing an existing citizen's name with a lone surrogate: 400, the row unchanged."""
+    headers = login("reception")
+    made = client.post("/api/citizens", json={"cnic": "35202-1234567-1", "name": "Ali"},
+                       headers=headers).get_json()
+    before = db_snapshot(node)
+    resp = client.patch(f"/api/citizens/{made['id']}", data=b'{"name": "Ali\\ud800"}',
+                        content_type="application/json", headers=headers)
+    assert_error(resp, 400, "valid Unicode")
+    assert db_snapshot(node) == before
 
 
 def test_oversize_body_is_413(client: FlaskClient, login: Callable[[str], Headers],

@@ -8,6 +8,7 @@ role check.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from edge_node.api.schema import Field, validate
 from edge_node.domain import staff as staff_domain
-from edge_node.errors import AuthError, ForbiddenError
+from edge_node.errors import AuthError, ForbiddenError, ValidationError
 from edge_node.node import Node
 
 
@@ -37,6 +38,9 @@ class RouteSpec:
 
 
 ROUTES: list[RouteSpec] = []
+MAX_JSON_DEPTH = 32  # the deepest body any route declares is 3 levels
+NOT_JSON = "request body is not valid JSON"
+NOT_UNICODE = "request body: text must be valid Unicode (a lone surrogate is not)"
 
 
 def node() -> Node:
@@ -79,10 +83,48 @@ def api_route(
 
 
 def _json_body() -> Any:
-    """The parsed JSON body; malformed JSON is a ValidationError (via the error handler)."""
-    if not request.data:
+    """The parsed JSON body, or ValidationError: not JSON, nested too deep, or not Unicode.
+
+    Parsed here rather than by Flask: a body nested thousands deep makes the
+    parser raise RecursionError, which is no ValueError and would end in a 500.
+    """
+    raw = request.get_data(cache=True)
+    if not raw:
         return {}
-    return request.get_json(force=True)
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError(NOT_JSON) from None
+    _check_tree(payload)
+    return payload
+
+
+def _check_tree(payload: Any) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH and text that is not valid Unicode.
+
+    JSON may spell a lone surrogate (`"\\ud800"`); Python decodes it into a str
+    that can never be encoded, so it would fail only later, in the writer.
+    """
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValidationError(f"request body: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not _is_unicode(value):
+            raise ValidationError(NOT_UNICODE)
+
+
+def _is_unicode(text: str) -> bool:
+    """False when `text` holds a lone surrogate (it has no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bearer_token() -> str:
