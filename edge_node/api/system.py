@@ -8,7 +8,7 @@ from flask import Blueprint, g
 
 from edge_node import __version__
 from edge_node.api.openapi import build_openapi
-from edge_node.api.routing import api_route, bearer_token, node
+from edge_node.api.routing import api_route, bearer_token, end_session, node
 from edge_node.api.schema import Field
 from edge_node.api.shapes import BOOL, OK, STR, obj
 from edge_node.domain import audit
@@ -64,16 +64,8 @@ def login(body: dict[str, Any]) -> dict[str, Any]:
 @api_route(bp, "/auth/logout", "POST", summary="End this session", roles=ANY_ROLE,
            response=OK)
 def logout() -> dict[str, Any]:
-    """Delete the session row."""
-    n, token, staff = node(), bearer_token(), dict(g.staff)
-    now = n.timestamp()
-
-    def run(db: Any) -> None:
-        staff_domain.logout(db, token)
-        audit.append(db, staff, "logout", "staff", staff["id"], now)
-
-    n.sessions.drop(token)
-    n.write(run)
+    """Delete the session row and its cache entry."""
+    end_session(node(), bearer_token(), dict(g.staff))
     return {"ok": True}
 
 

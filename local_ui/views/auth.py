@@ -12,6 +12,7 @@ from sqlite_utils import Database
 from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response
 
+from edge_node.api.routing import end_session as end_staff_session
 from edge_node.domain import audit
 from edge_node.domain import staff as staff_domain
 from edge_node.errors import EdgeError, LockedError
@@ -98,14 +99,7 @@ def logout() -> Response:
     token = session.get("token")
     staff = current_staff()
     if isinstance(token, str) and staff is not None:
-        n = node()
-        now = n.timestamp()
-
-        def run(db: Database) -> None:
-            staff_domain.logout(db, token)
-            audit.append(db, staff, "logout", "staff", staff["id"], now)
-
-        n.write(run)
+        end_staff_session(node(), token, staff)
     end_session(expired=request.form.get("idle") == "1")
     return redirect(url_for("auth.login"))
 

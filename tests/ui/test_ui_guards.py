@@ -196,6 +196,19 @@ def test_logout_ends_the_session(ui_client: Client) -> None:
     assert get(client, "/supervisor").status_code == 302
 
 
+def test_ui_logout_ends_the_bearer_token_at_once(ui_client: Client) -> None:
+    """The UI session's token, used on the API (and so cached), is refused right after logout.
+
+    Both requests come well within the cache's 5 s, so a token still cached would pass.
+    """
+    client = ui_client("supervisor")
+    with client.session_transaction() as sess:
+        bearer = {"Authorization": f"Bearer {sess['token']}"}
+    assert client.get("/api/auth/me", headers=bearer).status_code == 200
+    assert client.post("/logout", data={"csrf_token": token_of(client)}).status_code == 302
+    assert client.get("/api/auth/me", headers=bearer).status_code == 401
+
+
 def test_repeated_failures_lock_the_account(ui_client: Client, node: Node) -> None:
     """The login page shows the lockout, even for the right password afterwards."""
     client = ui_client(None)
