@@ -82,8 +82,8 @@ def http_error(exc: HTTPException) -> Any:
     if is_api(request.path):
         return api_errors._http_error(exc)
     status = exc.code or 500
-    return render_template("error.html", status=status,
-                           csrf=exc.description == "csrf"), status
+    page = render_template("error.html", status=status, csrf=exc.description == "csrf")
+    return page, status, api_errors.protocol_headers(exc)
 
 
 def edge_error(exc: EdgeError) -> Any:

@@ -213,6 +213,20 @@ def test_unknown_route_and_method(client: FlaskClient) -> None:
     assert_error(client.delete("/api/health"), 405, "method not allowed")
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("DELETE", "/api/health", {"GET", "HEAD", "OPTIONS"}),
+    ("PUT", "/api/citizens/00000000-0000-4000-8000-000000000000",
+     {"GET", "HEAD", "OPTIONS", "PATCH"}),
+    ("GET", "/api/auth/login", {"POST", "OPTIONS"}),
+])
+def test_405_says_which_methods_are_allowed(client: FlaskClient, method: str, path: str,
+                                            allowed: set[str]) -> None:
+    """A 405 carries the Allow header (RFC 9110), in the one error shape."""
+    resp = client.open(path, method=method)
+    assert_error(resp, 405, "method not allowed")
+    assert {m.strip() for m in resp.headers["Allow"].split(",")} == allowed
+
+
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer nonsense", "Basic abc", "bearer "])
 def test_missing_or_bad_token(client: FlaskClient, header: str | None) -> None:
     """No session, no access: 401 with a hint."""

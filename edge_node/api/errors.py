@@ -46,7 +46,18 @@ def _http_error(exc: HTTPException) -> Response:
         message = "request body too large"
     else:
         message = exc.name.lower()
-    return error_response(message, status)
+    response = error_response(message, status)
+    response.headers.extend(protocol_headers(exc))
+    return response
+
+
+def protocol_headers(exc: HTTPException) -> list[tuple[str, str]]:
+    """Headers the protocol wants with this error, e.g. `Allow` on a 405 (RFC 9110 15.5.6).
+
+    Replacing Werkzeug's own error page with ours must not lose them.
+    """
+    return [(name, value) for name, value in exc.get_headers()
+            if name.lower() != "content-type"]
 
 
 def _unexpected(exc: Exception) -> Response:

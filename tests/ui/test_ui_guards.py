@@ -209,6 +209,19 @@ def test_ui_logout_ends_the_bearer_token_at_once(ui_client: Client) -> None:
     assert client.get("/api/auth/me", headers=bearer).status_code == 401
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/login", {"GET", "HEAD", "OPTIONS", "POST"}),
+    ("GET", "/logout", {"POST", "OPTIONS"}),
+    ("DELETE", "/reception", {"GET", "HEAD", "OPTIONS"}),
+])
+def test_screen_405_says_which_methods_are_allowed(ui_client: Client, method: str, path: str,
+                                                   allowed: set[str]) -> None:
+    """The HTML 405 page carries the Allow header too."""
+    resp = ui_client(None).open(path, method=method)
+    assert resp.status_code == 405 and resp.mimetype == "text/html"
+    assert {m.strip() for m in resp.headers["Allow"].split(",")} == allowed
+
+
 def test_repeated_failures_lock_the_account(ui_client: Client, node: Node) -> None:
     """The login page shows the lockout, even for the right password afterwards."""
     client = ui_client(None)
