@@ -49,3 +49,15 @@ class LockedError(EdgeError):
     """The account is locked after repeated failed logins."""
 
     status = 423
+
+
+class ThrottledError(EdgeError):
+    """This client failed too many logins lately; it may try again after `retry_after_s`."""
+
+    status = 429
+
+    def __init__(self, retry_after_s: int) -> None:
+        """Say when to come back (whole seconds, at least 1)."""
+        super().__init__(f"too many failed logins from this client; try again in "
+                         f"{retry_after_s} s")
+        self.retry_after_s = retry_after_s

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from edge_node.ids import business_date, iso, utcnow
+from edge_node.login_throttle import LoginThrottle
 from edge_node.session_cache import SessionCache
 from edge_node.store.checkpoint import Checkpointer
 from edge_node.store.db import DB_FILE_NAME, StoreError, open_database
@@ -69,6 +70,7 @@ class Node:
         self._readers: list[Database] = []
         self._lock = threading.Lock()
         self.sessions = SessionCache()
+        self.login_throttle = LoginThrottle()
 
     def write(self, fn: Callable[[Database], T]) -> T:
         """Run `fn(db)` in the single writer; returns once the change is durable."""

@@ -10,7 +10,8 @@ from argon2 import Type, extract_parameters
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node import login_throttle
+from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, DEMO_STAFF
 from edge_node.cli import main
 from edge_node.node import Node
 from tests.helpers import FakeClock, Headers, assert_error, log_in, ok
@@ -24,9 +25,10 @@ def node(clocked_node: Node) -> Node:
     return clocked_node
 
 
-def attempt(client: FlaskClient, user: str, password: str) -> Any:
-    """POST a login."""
-    return client.post("/api/auth/login", json={"username": user, "password": password})
+def attempt(client: FlaskClient, user: str, password: str, address: str = "127.0.0.1") -> Any:
+    """POST a login from the client `address`."""
+    return client.post("/api/auth/login", json={"username": user, "password": password},
+                       environ_base={"REMOTE_ADDR": address})
 
 
 def me(client: FlaskClient, headers: Headers) -> Any:
@@ -97,6 +99,53 @@ def test_unlocked_account_gets_a_fresh_count(client: FlaskClient, node: Node,
     clock.advance(minutes=node.settings["lockout_minutes"], seconds=1)
     assert_error(attempt(client, "operator", WRONG), 401)
     ok(attempt(client, "operator", "operator" + DEMO_PASSWORD_SUFFIX))
+
+
+STRANGER, STAFF_PC = "10.0.0.66", "10.0.0.7"
+ACCOUNTS = [user for user, _, _ in DEMO_STAFF]
+
+
+def spray(client: FlaskClient, guesses: int) -> list[Any]:
+    """The stranger tries one wrong password per account, round robin, without pausing."""
+    return [attempt(client, ACCOUNTS[i % len(ACCOUNTS)], WRONG, STRANGER)
+            for i in range(guesses)]
+
+
+def test_one_client_guessing_across_accounts_is_throttled(client: FlaskClient,
+                                                          clock: FakeClock) -> None:
+    """Past its budget a client waits, doubling with each failure; no account got locked."""
+    for resp in spray(client, login_throttle.FREE_FAILURES):
+        assert_error(resp, 401, "wrong username or password")
+    refused = attempt(client, "operator", WRONG, STRANGER)
+    assert_error(refused, 429, "too many failed logins from this client")
+    assert refused.headers["Retry-After"] == "1"
+    for wait, user in zip((1, 2, 4, 8), ACCOUNTS[1:], strict=False):
+        clock.advance(seconds=wait - 0.5)
+        assert_error(attempt(client, user, WRONG, STRANGER), 429)
+        clock.advance(seconds=0.5)
+        assert_error(attempt(client, user, WRONG, STRANGER), 401)
+    assert attempt(client, "auditor", WRONG, STRANGER).headers["Retry-After"] == "16"
+    clock.advance(seconds=login_throttle.WINDOW_S)
+    assert_error(attempt(client, "auditor", WRONG, STRANGER), 401)  # the window forgets
+
+
+def test_a_throttled_attempt_checks_no_password(client: FlaskClient, node: Node) -> None:
+    """Refused before the password: even the right one, and it counts toward no lockout."""
+    spray(client, login_throttle.FREE_FAILURES)
+    before = node.reader().execute("SELECT * FROM staff_login_state ORDER BY 1").fetchall()
+    for _ in range(node.settings["login_max_failures"] + 1):
+        assert_error(attempt(client, "operator", "operator" + DEMO_PASSWORD_SUFFIX, STRANGER),
+                     429)
+    after = node.reader().execute("SELECT * FROM staff_login_state ORDER BY 1").fetchall()
+    assert after == before
+
+
+def test_a_strangers_failures_do_not_lock_out_staff_elsewhere(client: FlaskClient) -> None:
+    """While the stranger is throttled, staff on another client log in at once."""
+    spray(client, login_throttle.FREE_FAILURES + 1)
+    assert_error(attempt(client, "operator", WRONG, STRANGER), 429)
+    for user in ACCOUNTS:
+        ok(attempt(client, user, user + DEMO_PASSWORD_SUFFIX, STAFF_PC))
 
 
 def test_idle_logout(client: FlaskClient, node: Node, clock: FakeClock) -> None:

@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from edge_node.errors import EdgeError
+from edge_node.errors import EdgeError, ThrottledError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,16 @@ def error_response(message: str, status: int, errors: list[str] | None = None) -
 
 def _edge_error(exc: EdgeError) -> Response:
     """Domain errors carry their own status and safe message."""
-    return error_response(exc.message, exc.status, exc.errors)
+    response = error_response(exc.message, exc.status, exc.errors)
+    response.headers.extend(edge_headers(exc))
+    return response
+
+
+def edge_headers(exc: EdgeError) -> list[tuple[str, str]]:
+    """Headers a domain error implies: `Retry-After` on a throttled login."""
+    if isinstance(exc, ThrottledError):
+        return [("Retry-After", str(exc.retry_after_s))]
+    return []
 
 
 def _http_error(exc: HTTPException) -> Response:

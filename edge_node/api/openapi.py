@@ -12,7 +12,8 @@ from edge_node.api.schema import object_schema
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 _ERROR_TEXT = {400: "Invalid input", 401: "Not logged in", 403: "Role not allowed",
                404: "Not found", 409: "Conflicts with the current state",
-               413: "Body too large", 423: "Account locked"}
+               413: "Body too large", 423: "Account locked",
+               429: "Too many failed logins from this client (see Retry-After)"}
 
 
 def openapi_path(rule: str) -> str:

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from sqlite_utils import Database
 
 from edge_node.api.schema import Field, validate
-from edge_node.domain import audit
 from edge_node.domain import staff as staff_domain
 from edge_node.errors import AuthError, ForbiddenError, ValidationError
 from edge_node.node import Node
@@ -138,20 +136,9 @@ def bearer_token() -> str:
     return token.strip()
 
 
-def end_session(n: Node, token: str, staff: dict[str, Any]) -> None:
-    """Log a session out (API or screens): delete it, audit it, then forget it in the cache.
-
-    The cache is dropped after the delete commits, so a request racing the
-    logout can not put the token back for another SESSION_CACHE_S.
-    """
-    now = n.timestamp()
-
-    def run(db: Database) -> None:
-        staff_domain.logout(db, token)
-        audit.append(db, staff, "logout", "staff", staff["id"], now)
-
-    n.write(run)
-    n.sessions.drop(token)
+def client_address() -> str:
+    """The address the request came from (the node serves the LAN directly, no proxy)."""
+    return request.remote_addr or "unknown"
 
 
 def _authorize(roles: frozenset[str]) -> None:

@@ -7,12 +7,11 @@ from typing import Any
 from flask import Blueprint, g
 
 from edge_node import __version__
+from edge_node.api import sessions
 from edge_node.api.openapi import build_openapi
-from edge_node.api.routing import api_route, bearer_token, end_session, node
+from edge_node.api.routing import api_route, bearer_token, client_address, node
 from edge_node.api.schema import Field
 from edge_node.api.shapes import BOOL, OK, STR, obj
-from edge_node.domain import audit
-from edge_node.domain import staff as staff_domain
 from edge_node.domain.roles import ANY_ROLE
 from edge_node.errors import EdgeError
 from sync.changes import outbox_stats
@@ -40,22 +39,12 @@ def openapi() -> dict[str, Any]:
 
 
 @api_route(bp, "/auth/login", "POST", summary="Offline staff login; returns a bearer token",
-           roles=None, response=obj(token=STR, staff=STAFF), errors=(401, 423),
+           roles=None, response=obj(token=STR, staff=STAFF), errors=(401, 423, 429),
            body=[Field("username", "string", min=1, max=64),
                  Field("password", "string", min=1, max=256)])
 def login(body: dict[str, Any]) -> dict[str, Any]:
     """Check the password against the local hash (failures count toward lockout)."""
-    n = node()
-    now = n.now()
-
-    def run(db: Any) -> dict[str, Any] | EdgeError:
-        result = staff_domain.login(db, body["username"], body["password"], now, n.settings)
-        if not isinstance(result, EdgeError):
-            staff = result["staff"]
-            audit.append(db, staff, "login", "staff", staff["id"], n.timestamp())
-        return result
-
-    result = n.write(run)
+    result = sessions.login(node(), body["username"], body["password"], client_address())
     if isinstance(result, EdgeError):
         raise result
     return result
@@ -65,7 +54,7 @@ def login(body: dict[str, Any]) -> dict[str, Any]:
            response=OK)
 def logout() -> dict[str, Any]:
     """Delete the session row and its cache entry."""
-    end_session(node(), bearer_token(), dict(g.staff))
+    sessions.end_session(node(), bearer_token(), dict(g.staff))
     return {"ok": True}
 
 

@@ -8,14 +8,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext
-from sqlite_utils import Database
 from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response
 
-from edge_node.api.routing import end_session as end_staff_session
-from edge_node.domain import audit
+from edge_node.api import sessions
+from edge_node.api.errors import edge_headers
+from edge_node.api.routing import client_address
 from edge_node.domain import staff as staff_domain
-from edge_node.errors import EdgeError, LockedError
+from edge_node.errors import EdgeError, LockedError, ThrottledError
 from local_ui.security import current_staff, end_session, node, start_session
 from local_ui.web import home_url
 
@@ -66,31 +66,24 @@ def login() -> Any:
         return render_template("login.html", expired=expired, error=None)
     username = request.form.get("username", "")[:FIELD_MAX_CHARS]
     password = request.form.get("password", "")[:FIELD_MAX_CHARS]
-    result = _login(username, password)
+    result = sessions.login(node(), username, password, client_address())
     if isinstance(result, EdgeError):
-        message = gettext("This account is locked after repeated failed logins. Try again "
-                          "later.") if isinstance(result, LockedError) \
-            else gettext("Wrong username or password.")
-        return render_template("login.html", expired=False, error=message,
-                               username=username), result.status
+        return render_template("login.html", expired=False, error=_refusal_text(result),
+                               username=username), result.status, edge_headers(result)
     start_session(result["token"])
     target = safe_next(request.args.get("next"))
     return redirect(target or home_url(result["staff"]["role"]))
 
 
-def _login(username: str, password: str) -> dict[str, Any] | EdgeError:
-    """Run the domain login in the writer (the failure count commits either way)."""
-    n = node()
-    now = n.now()
-
-    def run(db: Database) -> dict[str, Any] | EdgeError:
-        result = staff_domain.login(db, username, password, now, n.settings)
-        if not isinstance(result, EdgeError):
-            audit.append(db, result["staff"], "login", "staff", result["staff"]["id"],
-                         n.timestamp())
-        return result
-
-    return n.write(run)
+def _refusal_text(refusal: EdgeError) -> str:
+    """What the login page says about a refused login."""
+    if isinstance(refusal, ThrottledError):
+        return gettext("Too many failed logins from this device. Wait %(seconds)s seconds "
+                       "and try again.", seconds=refusal.retry_after_s)
+    if isinstance(refusal, LockedError):
+        return gettext("This account is locked after repeated failed logins. Try again "
+                       "later.")
+    return gettext("Wrong username or password.")
 
 
 @bp.post("/logout")
@@ -99,7 +92,7 @@ def logout() -> Response:
     token = session.get("token")
     staff = current_staff()
     if isinstance(token, str) and staff is not None:
-        end_staff_session(node(), token, staff)
+        sessions.end_session(node(), token, staff)
     end_session(expired=request.form.get("idle") == "1")
     return redirect(url_for("auth.login"))
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from edge_node import login_throttle
 from edge_node.bootstrap import DEMO_STAFF
 from edge_node.domain import roles, staff, visits
 from edge_node.node import Node
@@ -220,6 +221,19 @@ def test_screen_405_says_which_methods_are_allowed(ui_client: Client, method: st
     resp = ui_client(None).open(path, method=method)
     assert resp.status_code == 405 and resp.mimetype == "text/html"
     assert {m.strip() for m in resp.headers["Allow"].split(",")} == allowed
+
+
+def test_login_page_throttles_one_client_not_the_others(ui_client: Client) -> None:
+    """A device that failed too many logins waits (429, Retry-After); other devices do not."""
+    stranger = ui_client(None)
+    stranger.environ_base["REMOTE_ADDR"] = "10.0.0.66"
+    users = [user for user, _, _ in DEMO_STAFF]
+    for i in range(login_throttle.FREE_FAILURES):
+        assert ui_login(stranger, users[i % len(users)], "wrong-password-1").status_code == 401
+    resp = ui_login(stranger, "operator")
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert "Too many failed logins from this device" in resp.get_data(as_text=True)
+    assert ui_login(ui_client(None), "operator").status_code == 302
 
 
 def test_repeated_failures_lock_the_account(ui_client: Client, node: Node) -> None:
