@@ -8,7 +8,7 @@ DATA_DIR ?= ./var
 CENTER_ID ?= DEV-01
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv system-deps clean bench
+.PHONY: run test lint venv system-deps clean bench fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m bench.ticket_issuance
+
+# Schema-based fuzzing of the whole API (schemathesis, all checks), longer than in `make test`.
+FUZZ_EXAMPLES ?= 200
+fuzz: venv
+	EDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/test_api_fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
