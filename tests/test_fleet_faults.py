@@ -38,7 +38,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -69,12 +69,15 @@ from tests.test_sync_faults import (
 )
 from tests.tls_broker import TLSBroker
 
+if TYPE_CHECKING:
+    from edge_node.node import Node as OpenNode
+
 CENTERS = {"A": "ISB-01", "B": "LHR-01", "M": "MOB-01"}  # M: the mobile unit (bus)
 CHAOS_S = 45.0
 CHAOS_PAUSE_S = (0.5, 2.5)
 PUBLISH_PAUSE_S = (0.3, 1.2)
 CLI_TIMEOUT_S = 120.0
-CONVERGE_TIMEOUT_S = 150.0
+CONVERGE_TIMEOUT_S = 90.0
 APP_SERVICE = "nadra_snic_renewal"
 DECISIONS = ("in_review", "ready", "rejected")
 HQ_ACTIONS = ("catalog.update", "staff.sync", "application.decision")
@@ -741,3 +744,54 @@ def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: di
     """The same, and center A restored from a backup made mid-run."""
     run_fleet(fleet_env, fleet_templates, tmp_path, seed, record_property,
               [(0.25, "backup"), (0.6, "restore")])
+
+
+# -- refusals reach HQ (a finding: today they stay in the node's log) ---------------------------
+@pytest.mark.xfail(strict=True, reason="finding: a node refuses downstream items silently; "
+                   "its ack carries only down_seq (DESIGN: 'says so in its ack, with the reason')")
+def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
+                                                           node: OpenNode) -> None:
+    """A broken catalog and a decision for an unknown reference: the node's down ack names
+    both seqs with a reason, so HQ can show what was not applied."""
+    from edge_node import __version__
+    from edge_node.sync_port import NodeOutbox
+    from sync import envelope, topics
+    from sync.agent import Agent
+    from sync.hq.downstream import enqueue
+    from sync.hq.worker import Worker
+    from tests.test_sync_e2e import wait_for
+    from tests.test_sync_faults import RawClient
+
+    env = SyncEnv(tmp_path, TLSBroker(tmp_path / "broker"), str(tmp_path / "hq.db"))
+    identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
+    env.broker.start()
+    try:
+        admin = env.broker.identity("broker-admin")
+        capture = RawClient(env, "broker-admin", admin.certfile, admin.keyfile,
+                            f"{topics.ROOT}/node/+/up")
+        with closing(HQDatabase(env.hq_url)) as hq:
+            enqueue(hq, "catalog", {**load_seed(), "catalog_version": 7, "agencies": "x"})
+            enqueue(hq, "decision", {"reference": "ISB-01-NNOPE1-20200101-00001",
+                                     "status": "ready"}, node.node_id)
+        worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+        worker.start()
+        agent = Agent(NodeOutbox(node), identity, __version__)
+        agent.start()
+        try:
+            wait_for(lambda: NodeOutbox(node).down_seq() == 2, 30, "both items processed")
+            time.sleep(1.0)
+        finally:
+            agent.stop()
+            worker.stop()
+            capture.close()
+        acks = []
+        for _, payload in capture.received():
+            sealed = envelope.parse(payload)
+            if sealed.header["kind"] == "ack":
+                acks.append(envelope.open_body(sealed, env.hpke))
+    finally:
+        env.broker.stop(kill=True)
+    assert acks and acks[-1]["down_seq"] == 2
+    reported = {entry.get("seq"): entry.get("reason") for ack in acks
+                for entry in ack.get("refused", [])}
+    assert set(reported) == {1, 2} and all(reported.values()), acks
