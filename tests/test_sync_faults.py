@@ -262,13 +262,22 @@ class HQProcess(Child):
 
 
 # -- tickets -----------------------------------------------------------------------------------
+def ticket_id(body: Any) -> str:
+    """The ticket id of a 2xx answer to POST /api/visits."""
+    return str(body["ticket"]["id"])
+
+
 class TicketLoad:
-    """Client threads issuing tickets; keeps the id of every ticket answered 2xx."""
+    """Client threads issuing tickets; keeps the id of every ticket answered 2xx.
+
+    `key` picks what to keep from a 2xx body (other creations reuse the load that way).
+    """
 
     def __init__(self, opener: Callable[[], AbstractContextManager[Post]], clients: int = 1,
-                 pause_s: float = 0.1) -> None:
+                 pause_s: float = 0.1, key: Callable[[Any], str] = ticket_id) -> None:
         """Start `clients` threads, each posting a visit every `pause_s` seconds."""
         self.acked: list[str] = []
+        self._key = key
         self.bad_answers: list[str] = []  # non-2xx HTTP answers: a server bug
         self.connection_errors = 0  # expected while the server is dead
         self._opener, self._pause_s = opener, pause_s
@@ -305,7 +314,7 @@ class TicketLoad:
                     continue
                 with self._lock:
                     if 200 <= status < 300:
-                        self.acked.append(body["ticket"]["id"])
+                        self.acked.append(self._key(body))
                     else:
                         self.bad_answers.append(f"{status}: {str(body)[:300]}")
                 self._stop.wait(self._pause_s)
