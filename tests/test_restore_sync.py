@@ -9,6 +9,9 @@ real TLS broker with an HQ worker and the node agent, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,15 @@ from edge_node.node import Node
 from edge_node.restore import record_restore, restore_backup
 from edge_node.store.schema import SYNCED_TABLES
 from edge_node.sync_port import NodeOutbox, restore_point, set_restore_point
+from sync import envelope, topics
 from sync.agent import Agent
 from sync.hq.db import HQDatabase
+from sync.hq.downstream import enqueue
 from sync.hq.ingest import _advance, verify_chain
 from sync.hq.resume import RESUME_MARGIN_SEQS, ResumeRequest, parse_request, reserve
 from sync.hq.worker import Worker
 from sync.identity import NodeIdentity
+from sync.transport import LinkConfig, MqttLink
 from tests.sync_env import SyncEnv, hq_rows
 from tests.test_sync_e2e import issue_tickets, node_rows, wait_for
 from tests.tls_broker import TLSBroker
@@ -176,6 +182,120 @@ def test_restore_of_records_hq_never_received(env: SyncEnv, worker: Worker,
         node.close()
 
 
+class TrafficCounter:
+    """A subscriber on the broker (the broker's admin identity) counting one node's messages.
+
+    Counts by direction and envelope kind, read from the plaintext header:
+    `down` (HQ → node items), `ack` (HQ's acks on .../ack), `up:<kind>` (node → HQ).
+    """
+
+    def __init__(self, broker: TLSBroker, node_id: str) -> None:
+        """Connect and subscribe to every topic of `node_id`."""
+        admin = broker.identity("broker-admin")
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.link = MqttLink(LinkConfig(
+            client_id="traffic-counter", host="localhost", port=broker.port,
+            cafile=str(broker.cafile), certfile=str(admin.certfile),
+            keyfile=str(admin.keyfile), subscriptions=[(f"{topics.ROOT}/node/{node_id}/#", 1)],
+            clean_start=True, session_expiry_s=0), self._count)
+        self.link.start()
+        wait_for(lambda: self.link.connected, 10, "traffic counter connected")
+
+    def _count(self, topic: str, payload: bytes) -> None:
+        """One message seen."""
+        if topic.endswith("/status"):
+            return
+        try:
+            kind = envelope.parse(payload).header.get("kind")
+        except envelope.EnvelopeError:
+            kind = "unparsable"
+        direction = topic.rsplit("/", 1)[1]
+        with self._lock:
+            self.counts[direction if direction in ("down", "ack") else f"up:{kind}"] += 1
+
+    def take(self) -> Counter[str]:
+        """Counts since the last take."""
+        with self._lock:
+            counts, self.counts = self.counts, Counter()
+        return counts
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self.link.stop()
+
+
+def catalog_version(node: Node) -> int:
+    """The catalog version the node has applied."""
+    row = node.reader().execute(
+        "SELECT value FROM node_meta WHERE key = 'catalog_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def publish_catalog(hq_url: str, worker: Worker, node_id: str, version: int) -> None:
+    """`edge-hq publish catalog` of the seed at `version`; the worker offers it to the node
+    as it does on the node's next message."""
+    from edge_node.domain.catalog import load_seed
+
+    db = HQDatabase(hq_url)
+    try:
+        enqueue(db, "catalog", {**load_seed(), "catalog_version": version})
+    finally:
+        db.close()
+    worker.send_down(node_id)
+
+
+def hq_down(url: str, node_id: str) -> tuple[int, int]:
+    """HQ's (down_seq, down_acked) of a node."""
+    db = HQDatabase(url)
+    try:
+        row = db.execute("SELECT down_seq, down_acked FROM hq_nodes WHERE node_id = ?",
+                         [node_id]).fetchone()
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
+
+
+QUIET_WINDOW_S = 15
+MAX_DOWN_MESSAGES = 4
+
+
+def test_restored_node_gets_downstream_again_without_a_message_loop(
+        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+    """backup → publish (applied) → restore → publish again: the node applies what follows,
+    and the down/ack exchange stays a handful of messages (it used to loop without end)."""
+    node = Node(settings)
+    identity = env.enroll(node.node_id, Path(settings["data_dir"]) / "sync")
+    base = catalog_version(node)
+    counter = TrafficCounter(env.broker, node.node_id)
+    agent = start_agent(node, identity)
+    try:
+        made = create_backup(settings, node.keys)
+        publish_catalog(env.hq_url, worker, node.node_id, base + 1)
+        wait_for(lambda: catalog_version(node) == base + 1, SYNC_TIMEOUT_S, "catalog applied")
+        wait_for(lambda: hq_down(env.hq_url, node.node_id) == (1, 1), SYNC_TIMEOUT_S,
+                 "HQ to see the downstream ack")
+        agent.stop()
+        node = restore(settings, node, made.path)
+        assert catalog_version(node) == base and NodeOutbox(node).down_seq() == 0
+        agent = start_agent(node, identity)
+        wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "resume after restore")
+        counter.take()
+        publish_catalog(env.hq_url, worker, node.node_id, base + 2)
+        time.sleep(QUIET_WINDOW_S)
+        traffic = counter.take()
+        assert traffic["down"] <= MAX_DOWN_MESSAGES, traffic
+        assert traffic["up:ack"] <= MAX_DOWN_MESSAGES, traffic
+        assert catalog_version(node) == base + 2  # the restored node applies what follows
+        assert NodeOutbox(node).down_seq() == 2 == hq_down(env.hq_url, node.node_id)[1]
+        time.sleep(5)
+        assert sum(counter.take().values()) <= 2  # and then it is quiet
+    finally:
+        agent.stop()
+        counter.stop()
+        node.close()
+
+
 # -- the two halves, without a broker ------------------------------------------------------
 
 @pytest.fixture
@@ -271,3 +391,45 @@ def test_status_shows_json_safe_restore_point(node: Node) -> None:
     raw = node.reader().execute("SELECT value FROM node_meta WHERE key = "
                                 "'sync_restore_point'").fetchone()[0]
     assert json.loads(raw) == {"seq": 7, "id": "d" * 32}
+
+
+def test_downstream_realigns_to_the_node_in_both_directions(
+        hq_with_node: HQDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    """A node behind HQ's record (restored) gets items again from its seq; a node ahead of
+    HQ (HQ's store restored) moves HQ's counter above it; both are logged."""
+    from sync.hq.downstream import pending_items, realign
+
+    db = hq_with_node
+    for version in (1, 2, 3):
+        enqueue(db, "catalog", {"catalog_version": version}, "NTEST")
+    db.retrying(lambda tx: realign(tx, "NTEST", 3, "downstream ack"))
+    assert pending_items(db, "NTEST") is None
+    db.retrying(lambda tx: realign(tx, "NTEST", 1, "resume after restore"))
+    found = pending_items(db, "NTEST")
+    assert found is not None and [i["seq"] for i in found[0]] == [2, 3]
+    assert "stepped back" in caplog.text
+    db.retrying(lambda tx: realign(tx, "NTEST", 7, "downstream ack"))
+    assert "ahead of HQ" in caplog.text
+    enqueue(db, "catalog", {"catalog_version": 4}, "NTEST")
+    found = pending_items(db, "NTEST")
+    assert found is not None and [i["seq"] for i in found[0]] == [8]
+
+
+def test_down_pacer_repeats_a_range_only_after_a_growing_pause() -> None:
+    """A new range goes at once; the same range after 20 s, 40 s, … at most every 10 min."""
+    from sync.hq.downstream import RESEND_FIRST_S, RESEND_MAX_S, DownPacer
+
+    now = [0.0]
+    pacer = DownPacer(clock=lambda: now[0])
+    assert pacer.allow("N1", 1, 3)
+    assert not pacer.allow("N1", 1, 3)
+    assert pacer.allow("N2", 1, 3) and pacer.allow("N1", 1, 4)  # per node; new range
+    sends = 0
+    for _ in range(100_000):  # a node writing ten times a second for almost three hours
+        now[0] += 0.1
+        sends += pacer.allow("N1", 1, 4)
+    assert sends <= 10_000 / RESEND_MAX_S + 8
+    pacer.reset("N1")  # the node reconnected
+    assert pacer.allow("N1", 1, 4)
+    now[0] += RESEND_FIRST_S / 2
+    assert not pacer.allow("N1", 1, 4)

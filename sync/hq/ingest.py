@@ -258,9 +258,11 @@ class Ingest:
             raise Rejected("bad_body", "ack needs a non-negative down_seq", node_id)
 
         def run(tx: HQDatabase) -> None:
-            tx.execute("UPDATE hq_nodes SET down_acked = CASE WHEN down_acked > ? THEN "
-                       "down_acked ELSE ? END, last_seen = ? WHERE node_id = ?",
-                       [seq, seq, self.now(), node_id])
+            from sync.hq.downstream import realign  # downstream imports this module
+
+            realign(tx, node_id, seq, "downstream ack")
+            tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",
+                       [self.now(), node_id])
 
         self.db.retrying(run)
         return Outcome(node_id, down_acked=seq)

@@ -13,6 +13,10 @@ the broker, and counts the seqs between `restored_seq` and `resume_seq` it
 never received as seen: the node no longer has them, so HQ's cumulative ack
 must not wait for them. The answer is remembered per restore id, so a repeated
 request gets the same answer and abandons nothing new.
+
+The request also names the downstream seq the restored node has applied (the
+backup's, usually below what HQ recorded as acknowledged): HQ realigns its
+downstream stream to it (`downstream.realign`) and sends again from there.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ResumeRequest:
 
     restored_seq: int
     restore_id: str
+    down_seq: int | None = None
 
 
 def parse_request(body: Any) -> ResumeRequest:
@@ -46,14 +51,22 @@ def parse_request(body: Any) -> ResumeRequest:
         raise ValueError("resume needs a non-negative restored_seq")
     if not isinstance(rid, str) or not RESTORE_ID.match(rid):
         raise ValueError("resume needs a 32-hex restore_id")
-    return ResumeRequest(seq, rid)
+    down = body.get("down_seq")
+    if down is not None and (not isinstance(down, int) or isinstance(down, bool) or down < 0):
+        raise ValueError("resume down_seq must be a non-negative integer")
+    return ResumeRequest(seq, rid, down)
 
 
 def reserve(tx: HQDatabase, node_id: str, request: ResumeRequest) -> tuple[int, int]:
     """(acked_seq, resume_seq) for this restore, abandoning seqs the node cannot send.
 
     Runs in the caller's transaction; the caller advances the ack afterwards.
+    The downstream stream is realigned to the node's applied seq on every request.
     """
+    if request.down_seq is not None:
+        from sync.hq import downstream  # downstream imports ingest, which imports this
+
+        downstream.realign(tx, node_id, request.down_seq, "resume after restore")
     row = tx.execute("SELECT acked_seq FROM hq_nodes WHERE node_id = ?" + tx.lock_clause(),
                      [node_id]).fetchone()
     acked = int(row[0])
