@@ -70,11 +70,16 @@ class OutboxPort(Protocol):
     def record_hq_clock(self, hq_hlc: str) -> None:
         """Remember HQ's clock reading and when it arrived (clock skew check)."""
 
+    def restore_epoch(self) -> int:
+        """The node's restore epoch (0: never restored)."""
+
     def restore_point(self) -> tuple[int, str] | None:
         """(restored_seq, restore_id) of a restore not yet reconciled with HQ, or None."""
 
-    def resume(self, acked_seq: int, resume_seq: int) -> None:
-        """After a restore: move records made since above `resume_seq`, record HQ's ack."""
+    def resume(self, acked_seq: int, resume_seq: int,
+               audit_head: tuple[int, str] | None = None) -> None:
+        """After a restore: move records made since above `resume_seq`, record HQ's ack,
+        and continue the audit chain after HQ's `audit_head` (seq, hash)."""
 
 
 @dataclass
@@ -264,7 +269,8 @@ class Agent:
         seq, restore_id = self._restore
         payload = envelope.seal({"kind": "resume", "node": self.identity.node_id},
                                 {"restored_seq": seq, "restore_id": restore_id,
-                                 "down_seq": self.port.down_seq()},
+                                 "down_seq": self.port.down_seq(),
+                                 "epoch": self.port.restore_epoch()},
                                 self.identity.key, self.identity.hq_hpke_public)
         if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
             self._resume_asked_at = time.monotonic()
@@ -275,8 +281,15 @@ class Agent:
         acked, resume_seq = body.get("acked_seq"), body.get("resume_seq")
         if not isinstance(acked, int) or not isinstance(resume_seq, int):
             return
+        head = body.get("audit_head")
+        audit_head = (head[0], head[1]) if isinstance(head, list) and len(head) == 2 \
+            and isinstance(head[0], int) and isinstance(head[1], str) else None
+        if body.get("epoch_reused"):
+            log.warning("HQ saw restore epoch %s from another restore of this node (the same "
+                        "backup restored twice?): numbers issued since may repeat",
+                        body.get("epoch"))
         with self._lock:
-            self.port.resume(acked, resume_seq)
+            self.port.resume(acked, resume_seq, audit_head)
             self._restore = None
             self._reset_locked()
         log.info("resumed after restore: new records continue after seq %d", resume_seq)

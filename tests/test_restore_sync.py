@@ -20,6 +20,7 @@ import pytest
 
 from edge_node import __version__
 from edge_node.backup import create_backup
+from edge_node.domain import audit
 from edge_node.node import Node
 from edge_node.restore import record_restore, restore_backup
 from edge_node.store.schema import SYNCED_TABLES
@@ -29,7 +30,13 @@ from sync.agent import Agent
 from sync.hq.db import HQDatabase
 from sync.hq.downstream import enqueue
 from sync.hq.ingest import _advance, verify_chain
-from sync.hq.resume import RESUME_MARGIN_SEQS, ResumeRequest, parse_request, reserve
+from sync.hq.resume import (
+    RESUME_MARGIN_SEQS,
+    ResumeRequest,
+    parse_request,
+    reserve,
+    restores_in_chain,
+)
 from sync.hq.worker import Worker
 from sync.identity import NodeIdentity
 from sync.transport import LinkConfig, MqttLink
@@ -79,9 +86,12 @@ def hq_node(url: str, node_id: str) -> dict[str, Any]:
         above = db.execute("SELECT count(*) FROM hq_seen WHERE node_id = ?",
                            [node_id]).fetchone()[0]
         problems = verify_chain(db, node_id)
+        head = db.execute("SELECT max(seq) FROM hq_audit WHERE node_id = ?",
+                          [node_id]).fetchone()[0]
     finally:
         db.close()
-    return {"acked": int(acked), "seen_above": int(above), "chain": problems}
+    return {"acked": int(acked), "seen_above": int(above), "chain": problems,
+            "audit": int(head or 0)}
 
 
 def issued_seq(node: Node) -> int:
@@ -151,7 +161,14 @@ def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
         assert after["acked"] == issued_seq(node) >= before["acked"] + RESUME_MARGIN_SEQS
         assert after["seen_above"] == 0  # no gap holds HQ's ack back
         assert NodeOutbox(node).acked_seq() == after["acked"]
-        assert any("fork" in p for p in after["chain"])  # the audit chain shows the restore
+        assert after["chain"] == []  # one chain: it continues after HQ's entries …
+        db = HQDatabase(env.hq_url)
+        try:  # … and `edge-hq chain` shows the restore where it used to show a fork
+            assert [line.split(" (")[0] for line in restores_in_chain(db, node.node_id)] \
+                == [f"restore at entry {before['audit'] + 1}"]
+        finally:
+            db.close()
+        assert audit.verify(node.reader()) == []
     finally:
         node.close()
 
@@ -310,7 +327,7 @@ def hq_with_node(hq_db: HQDatabase) -> HQDatabase:
 def hq_reserve(db: HQDatabase, restored_seq: int, restore_id: str) -> tuple[int, int]:
     """What the ingest does with a resume request: reserve, then advance the ack."""
     def run(tx: HQDatabase) -> tuple[int, int]:
-        acked, resume_seq = reserve(tx, "NTEST", ResumeRequest(restored_seq, restore_id))
+        acked, resume_seq, _ = reserve(tx, "NTEST", ResumeRequest(restored_seq, restore_id))
         acked = _advance(tx, "NTEST", acked)
         tx.execute("UPDATE hq_nodes SET acked_seq = ? WHERE node_id = 'NTEST'", [acked])
         return acked, resume_seq
@@ -433,3 +450,128 @@ def test_down_pacer_repeats_a_range_only_after_a_growing_pause() -> None:
     assert pacer.allow("N1", 1, 4)
     now[0] += RESEND_FIRST_S / 2
     assert not pacer.allow("N1", 1, 4)
+
+
+def open_applications(node: Node, count: int) -> None:
+    """A counter opens `count` applications for new citizens (references, audit entries)."""
+    from edge_node.domain.applications import create_application
+    from edge_node.domain.citizens import register
+
+    actor = {"id": "staff-1", "role": "operator"}
+
+    def one(db: Any) -> None:
+        serial = db.execute("SELECT count(*) FROM citizens").fetchone()[0] + 1
+        citizen = register(db, node.keys, cnic=f"61101-{serial:07d}-1", name="Test Citizen",
+                           phone=None, id_kind="cnic", actor=actor, now=node.timestamp())
+        create_application(db, {"service_code": "nadra_snic_renewal", "ticket_id": None,
+                                "citizen_id": citizen["id"], "agency_reference": None,
+                                "fee_reference": None, "documents_seen": None},
+                           actor=actor, now=node.timestamp(), day=node.today(),
+                           center_id=node.center_id, node_id=node.node_id)
+
+    for _ in range(count):
+        node.write(one)
+
+
+def issued_twice_at_hq(url: str) -> dict[str, list[Any]]:
+    """Ticket numbers, daily numbers and references HQ holds more than once."""
+    tickets = [json.loads(r) for r in hq_rows_json(url, "tickets")]
+    apps = [json.loads(r) for r in hq_rows_json(url, "applications")]
+    keys = {"ticket number": [(t["business_date"], t["number"]) for t in tickets],
+            "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
+                             for t in tickets],
+            "reference": [a["reference"] for a in apps]}
+    return {what: sorted({k for k in found if found.count(k) > 1})
+            for what, found in keys.items()}
+
+
+def hq_rows_json(url: str, table: str) -> list[str]:
+    """HQ's visible rows of one table as JSON text."""
+    db = HQDatabase(url)
+    try:
+        return [r[0] for r in db.execute("SELECT row_json FROM hq_records WHERE tbl = ? AND "
+                                         "row_json IS NOT NULL", [table]).fetchall()]
+    finally:
+        db.close()
+
+
+def test_restored_node_never_reissues_numbers_hq_has_seen(
+        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+    """backup → tickets, references, audit entries and a catalog reach HQ → disk lost, restore →
+    offline work, a restart with no answer from HQ, publish again → online: every ticket
+    number, reference and audit seq is unique at HQ, `edge-hq chain` passes and shows the
+    restore, the new catalog is applied."""
+    node = Node(settings)
+    identity = env.enroll(node.node_id, Path(settings["data_dir"]) / "sync")
+    base = catalog_version(node)
+    agent = start_agent(node, identity)
+    try:
+        issue_tickets(node, 2)
+        open_applications(node, 2)
+        wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "first work at HQ")
+        made = create_backup(settings, node.keys)
+        publish_catalog(env.hq_url, worker, node.node_id, base + 1)
+        issue_tickets(node, 3)
+        open_applications(node, 3)  # after the backup: at HQ, then lost with the disk
+        wait_for(lambda: synced(node) and catalog_version(node) == base + 1, SYNC_TIMEOUT_S,
+                 "post-backup work at HQ")
+        lost = {t["number"] for t in node_rows(node, "tickets").values()}
+    finally:
+        agent.stop()
+    before = hq_node(env.hq_url, node.node_id)
+
+    node = restore(settings, node, made.path)
+    issue_tickets(node, 3)  # offline: HQ has not answered the resume
+    open_applications(node, 2)
+    node.close()
+    node = Node(settings)  # the node restarts, still without an answer
+    try:
+        issue_tickets(node, 2)
+        open_applications(node, 1)
+        offline = {t["number"] for t in node_rows(node, "tickets").values()} - lost
+        assert offline and all("-R1-" in n for n in offline), offline
+        refs = [a["reference"] for a in node_rows(node, "applications").values()]
+        assert sum("-R1-" in r for r in refs) == 3
+        publish_catalog(env.hq_url, worker, node.node_id, base + 2)
+        agent = start_agent(node, identity)
+        try:
+            wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "resume after restore")
+            issue_tickets(node, 2)  # after HQ's answer
+            open_applications(node, 1)
+            worker.send_down(node.node_id)
+            wait_for(lambda: synced(node) and catalog_version(node) == base + 2,
+                     SYNC_TIMEOUT_S, "work after the answer at HQ, new catalog applied")
+        finally:
+            agent.stop()
+        assert issued_twice_at_hq(env.hq_url) == {"ticket number": [], "daily number": [],
+                                                  "reference": []}
+        after = hq_node(env.hq_url, node.node_id)
+        assert after["chain"] == [] and audit.verify(node.reader()) == []
+        assert after["audit"] > before["audit"]
+        db = HQDatabase(env.hq_url)
+        try:
+            assert len(restores_in_chain(db, node.node_id)) == 1
+        finally:
+            db.close()
+        for table in ("tickets", "applications", "audit_log"):
+            theirs = hq_rows(env.hq_url, table)
+            assert all(theirs.get(pk) == row for pk, row in node_rows(node, table).items())
+    finally:
+        node.close()
+
+
+def test_restore_epoch_numbers_only_days_up_to_the_restore(node: Node) -> None:
+    """Tickets and references for the restore day carry the epoch in their own sequence;
+    the next day is plain again (the lost database numbered nothing for it)."""
+    from edge_node.domain import epoch
+    from edge_node.domain.applications import next_reference
+    from edge_node.domain.visits import next_number
+
+    today = node.today()
+    node.write(lambda db: epoch.begin(db, today))
+    numbers = [node.write(lambda db: next_number(db, "NADRA", today)) for _ in range(2)]
+    assert [epoch.ticket_number("A", n) for n in numbers] == ["A-R1-001", "A-R1-002"]
+    assert node.write(lambda db: next_number(db, "NADRA", "2999-01-01")) == 1
+    ref = node.write(lambda db: next_reference(db, "ISB-01", node.node_id, today))
+    assert ref.endswith(f"{today.replace('-', '')}-R1-00001")
+    assert node.write(lambda db: epoch.begin(db, today, at_least=5)) == 6

@@ -55,6 +55,7 @@ class Outcome:
     quarantined: str | None = None
     resume_seq: int | None = None
     restore_id: str | None = None
+    resume_more: dict[str, Any] | None = None
 
 
 def utc_now() -> str:
@@ -237,12 +238,12 @@ class Ingest:
             raise Rejected("bad_body", str(exc), node_id) from exc
 
         def run(tx: HQDatabase) -> Outcome:
-            acked, resume_seq = resume.reserve(tx, node_id, request)
+            acked, resume_seq, more = resume.reserve(tx, node_id, request)
             acked = _advance(tx, node_id, acked)
             tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
                        [acked, self.now(), node_id])
             return Outcome(node_id, acked_seq=acked, resume_seq=resume_seq,
-                           restore_id=request.restore_id)
+                           restore_id=request.restore_id, resume_more=more)
 
         outcome: Outcome = self.db.retrying(run)
         return outcome

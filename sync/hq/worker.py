@@ -102,7 +102,7 @@ class Worker:
         if outcome.resume_seq is not None and outcome.acked_seq is not None:
             self.link.publish(topics.ack(outcome.node_id), resume_ack_envelope(
                 outcome.node_id, outcome.acked_seq, outcome.resume_seq,
-                str(outcome.restore_id), self.identity.sign_key))
+                str(outcome.restore_id), self.identity.sign_key, outcome.resume_more))
         elif outcome.acked_seq is not None:
             self.link.publish(topics.ack(outcome.node_id),
                               ack_envelope(outcome.node_id, outcome.acked_seq,
