@@ -35,12 +35,18 @@ from edge_node.backup import (
     sha256_of,
     write_atomic,
 )
-from edge_node.ids import utcnow
+from edge_node.domain import audit, epoch
+from edge_node.ids import business_date, utcnow
 from edge_node.node import db_path
 from edge_node.retire import EXPORTED_MARKER, exported_through
 from edge_node.store.db import DatabaseError, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys
-from edge_node.sync_port import ACKED_KEY, restore_point, set_restore_point
+from edge_node.sync_port import (
+    ACKED_KEY,
+    restore_audit_seq,
+    restore_point,
+    set_restore_point,
+)
 from edge_node.sync_runtime import SyncLock, is_enrolled, sync_dir
 
 log = logging.getLogger(__name__)
@@ -110,7 +116,8 @@ def restore_backup(settings: dict[str, Any], keys: NodeKeys, file: Path, force: 
         if current["node_id"] not in (None, manifest["node_id"]):
             raise BackupError(f"{file.name} is a backup of node {manifest['node_id']}, this is "
                               f"node {current['node_id']}; nothing was changed")
-        staged = _stage(settings, keys, file, manifest)
+        staged = _stage(settings, keys, file, manifest,
+                        (business_date(now(), settings["timezone"]), current["epoch"]))
         try:
             if current["newer"] and not force:
                 raise BackupError(
@@ -136,7 +143,7 @@ def _current_state(settings: dict[str, Any], keys: NodeKeys,
     to lose; its identity then comes from the sync certificate, if any.
     """
     path = db_path(settings)
-    state: dict[str, Any] = {"node_id": _enrolled_node_id(settings), "newer": 0}
+    state: dict[str, Any] = {"node_id": _enrolled_node_id(settings), "newer": 0, "epoch": 0}
     if not path.exists():
         return state
     try:
@@ -149,6 +156,7 @@ def _current_state(settings: dict[str, Any], keys: NodeKeys,
         state["newer"] = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?",
                                     [after]).fetchone()[0]
         state["node_id"] = meta.get("node_id", state["node_id"])
+        state["epoch"] = epoch.current(db)[0]
     except DatabaseError:
         log.warning("current database unreadable; restoring over it")
     finally:
@@ -172,9 +180,12 @@ def _enrolled_node_id(settings: dict[str, Any]) -> str | None:
     return str(names[0].value) if names else None
 
 
-def _stage(settings: dict[str, Any], keys: NodeKeys, file: Path,
-           manifest: dict[str, Any]) -> Path:
-    """A checked private copy of the backup, with its restore point set."""
+def _stage(settings: dict[str, Any], keys: NodeKeys, file: Path, manifest: dict[str, Any],
+           restore_day_epoch: tuple[str, int]) -> Path:
+    """A checked private copy of the backup, with its restore point and a new restore epoch.
+
+    `restore_day_epoch`: today's business day and the replaced database's epoch.
+    """
     staged = Path(settings["data_dir"]) / "node.db.restoring"
     for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm")):
         leftover.unlink(missing_ok=True)
@@ -185,7 +196,7 @@ def _stage(settings: dict[str, Any], keys: NodeKeys, file: Path,
         if facts["node_id"] != manifest["node_id"]:
             raise BackupError(f"{file.name}: the database inside is of node {facts['node_id']}, "
                               f"its manifest says {manifest['node_id']}; nothing was changed")
-        _mark_restore_point(staged, db_keys(settings, keys))
+        _mark_restore_point(staged, db_keys(settings, keys), *restore_day_epoch)
         fsync_path(staged)
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -208,11 +219,15 @@ def _copy_hashing(source: Path, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _mark_restore_point(path: Path, keys: NodeKeys | None) -> None:
+def _mark_restore_point(path: Path, keys: NodeKeys | None, day: str, replaced_epoch: int
+                        ) -> None:
     """Hold back records made from now on until HQ says where their seqs may start.
 
     A backup taken while an earlier restore point was pending keeps that lower
-    point: records above it were never reconciled with HQ.
+    point: records above it were never reconciled with HQ. The point also
+    keeps the audit head, where HQ's answer re-links the chain; and a new
+    restore epoch starts, above the backup's and the replaced database's, so
+    tickets and references issued before HQ answers cannot repeat old ones.
     """
     db = open_database(path, keys)
     try:
@@ -221,7 +236,9 @@ def _mark_restore_point(path: Path, keys: NodeKeys | None) -> None:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sync_outbox'")
             issued = row.fetchone()
             seq = pending[0] if pending else (int(issued[0]) if issued else 0)
-            set_restore_point(db, seq, uuid.uuid4().hex)
+            audit_seq = restore_audit_seq(db) if pending else audit.head(db)[0]
+            set_restore_point(db, seq, uuid.uuid4().hex, audit_seq)
+            epoch.begin(db, day, replaced_epoch)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge_node.domain import audit
+from edge_node.domain import audit, epoch
 from edge_node.domain.applications import rank
 from edge_node.domain.catalog import apply_catalog, check_catalog
 from edge_node.errors import EdgeError
@@ -75,16 +75,23 @@ class NodeOutbox:
                 db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [upto])
         self.node.write(run)
 
+    def restore_epoch(self) -> int:
+        """The node's restore epoch (edge_node/domain/epoch.py; 0: never restored)."""
+        return epoch.current(self.node.reader())[0]
+
     def restore_point(self) -> tuple[int, str] | None:
         """(restored_seq, restore_id) while HQ has not told a restored node where to go on."""
         return restore_point(self.node.reader())
 
-    def resume(self, acked_seq: int, resume_seq: int) -> None:
+    def resume(self, acked_seq: int, resume_seq: int,
+               audit_head: tuple[int, str] | None = None) -> None:
         """HQ's answer after a restore: move records made since above `resume_seq`.
 
-        One transaction: records after the restore point get the seqs right
-        after `resume_seq` (order kept), the AUTOINCREMENT counter follows,
-        HQ's ack is recorded, and the restore point is cleared.
+        One transaction: audit entries made since the restore follow HQ's
+        audit head (`audit_head`, see audit.rechain_after_restore), records
+        after the restore point get the seqs right after `resume_seq` (order
+        kept, no gaps), the AUTOINCREMENT counter follows, HQ's ack is recorded, and
+        the restore point is cleared.
         """
         def run(db: Database) -> None:
             point = restore_point(db)
@@ -94,11 +101,23 @@ class NodeOutbox:
             if resume_seq < base or acked_seq > resume_seq:
                 raise ValueError(f"resume at {resume_seq} (ack {acked_seq}) is below the "
                                  f"restore point {base}")
-            issued = _issued_seq(db)
-            offset = resume_seq - base
+            restored_audit = restore_audit_seq(db)
+            if audit_head is not None and restored_audit is not None \
+                    and audit_head[0] > restored_audit:
+                db.execute("DELETE FROM sync_outbox WHERE seq > ? AND tbl = 'audit_log'",
+                           [base])  # re-emitted by the update triggers, as moved
+                moved = audit.rechain_after_restore(db, restored_audit, *audit_head,
+                                                    self.node.timestamp())
+                log.warning("audit chain after restore continues after HQ's entry %d "
+                            "(%d entries moved)", audit_head[0], moved)
             db.execute("UPDATE sync_outbox SET seq = -seq WHERE seq > ?", [base])
-            db.execute("UPDATE sync_outbox SET seq = ? - seq WHERE seq < 0", [offset])
-            _set_issued_seq(db, max(issued, base) + offset)
+            db.execute(  # resume_seq + 1, + 2, … in the original order: no gap HQ would wait on
+                "WITH r AS (SELECT seq, row_number() OVER (ORDER BY seq DESC) AS k "
+                "FROM sync_outbox WHERE seq < 0) UPDATE sync_outbox SET seq = ? + "
+                "(SELECT k FROM r WHERE r.seq = sync_outbox.seq) WHERE seq < 0", [resume_seq])
+            held = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?",
+                              [resume_seq]).fetchone()[0]
+            _set_issued_seq(db, resume_seq + int(held))
             db.execute("DELETE FROM node_meta WHERE key = ?", [RESTORE_KEY])
             if acked_seq > _meta_int(db, ACKED_KEY):
                 _set_meta(db, ACKED_KEY, acked_seq)
@@ -184,9 +203,23 @@ def restore_point(db: Database) -> tuple[int, str] | None:
     return int(point["seq"]), str(point["id"])
 
 
-def set_restore_point(db: Database, seq: int, restore_id: str) -> None:
-    """Hold back records made after `seq` until HQ says where they may start."""
-    _set_meta(db, RESTORE_KEY, json.dumps({"seq": seq, "id": restore_id}))
+def set_restore_point(db: Database, seq: int, restore_id: str,
+                      audit_seq: int | None = None) -> None:
+    """Hold back records made after `seq` until HQ says where they may start.
+
+    `audit_seq`: the audit head when restored, where HQ's answer re-links the chain.
+    """
+    point: dict[str, Any] = {"seq": seq, "id": restore_id}
+    if audit_seq is not None:
+        point["audit"] = audit_seq
+    _set_meta(db, RESTORE_KEY, json.dumps(point))
+
+
+def restore_audit_seq(db: Database) -> int | None:
+    """The audit head of the pending restore point (None: none pending, or an older point)."""
+    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [RESTORE_KEY]).fetchone()
+    value = json.loads(row[0]).get("audit") if row else None
+    return int(value) if isinstance(value, int) else None
 
 
 def _issued_seq(db: Database) -> int:

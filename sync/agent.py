@@ -37,6 +37,7 @@ TICK_S = 0.2
 STATUS_EVERY_S = 30.0
 RENEW_AT_LIFE_FRACTION = 2 / 3  # ask HQ for a new certificate after 2/3 of its life
 RENEW_RETRY_S = 3600.0
+DOWN_ACK_REPEAT_S = 20.0  # the same downstream ack again at most this often
 
 
 class OutboxPort(Protocol):
@@ -69,11 +70,16 @@ class OutboxPort(Protocol):
     def record_hq_clock(self, hq_hlc: str) -> None:
         """Remember HQ's clock reading and when it arrived (clock skew check)."""
 
+    def restore_epoch(self) -> int:
+        """The node's restore epoch (0: never restored)."""
+
     def restore_point(self) -> tuple[int, str] | None:
         """(restored_seq, restore_id) of a restore not yet reconciled with HQ, or None."""
 
-    def resume(self, acked_seq: int, resume_seq: int) -> None:
-        """After a restore: move records made since above `resume_seq`, record HQ's ack."""
+    def resume(self, acked_seq: int, resume_seq: int,
+               audit_head: tuple[int, str] | None = None) -> None:
+        """After a restore: move records made since above `resume_seq`, record HQ's ack,
+        and continue the audit chain after HQ's `audit_head` (seq, hash)."""
 
 
 @dataclass
@@ -114,6 +120,7 @@ class Agent:
         self.bytes_sent = 0
         self._status_at = 0.0
         self._renew_asked_at = 0.0
+        self._down_acked = (-1, 0.0)  # (seq, monotonic time) of the last downstream ack sent
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -201,6 +208,7 @@ class Agent:
             self._reset_locked()
         self._status_at = 0.0
         self._resume_asked_at = 0.0
+        self._down_acked = (-1, 0.0)
         self.port.record_link("online")
         self._wake.set()
 
@@ -260,7 +268,9 @@ class Agent:
             return
         seq, restore_id = self._restore
         payload = envelope.seal({"kind": "resume", "node": self.identity.node_id},
-                                {"restored_seq": seq, "restore_id": restore_id},
+                                {"restored_seq": seq, "restore_id": restore_id,
+                                 "down_seq": self.port.down_seq(),
+                                 "epoch": self.port.restore_epoch()},
                                 self.identity.key, self.identity.hq_hpke_public)
         if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
             self._resume_asked_at = time.monotonic()
@@ -271,26 +281,57 @@ class Agent:
         acked, resume_seq = body.get("acked_seq"), body.get("resume_seq")
         if not isinstance(acked, int) or not isinstance(resume_seq, int):
             return
+        head = body.get("audit_head")
+        audit_head = (head[0], head[1]) if isinstance(head, list) and len(head) == 2 \
+            and isinstance(head[0], int) and isinstance(head[1], str) else None
+        if body.get("epoch_reused"):
+            log.warning("HQ saw restore epoch %s from another restore of this node (the same "
+                        "backup restored twice?): numbers issued since may repeat",
+                        body.get("epoch"))
         with self._lock:
-            self.port.resume(acked, resume_seq)
+            self.port.resume(acked, resume_seq, audit_head)
             self._restore = None
             self._reset_locked()
         log.info("resumed after restore: new records continue after seq %d", resume_seq)
         self._wake.set()
 
     def _handle_down(self, body: Any) -> None:
-        """Apply downstream items in seq order, then ack the highest applied."""
+        """Apply downstream items in seq order, then ack the highest applied.
+
+        A gap (HQ sent from above our seq) or a resend of what we have is
+        logged; the ack tells HQ where to go on. An ack that repeats the last
+        one waits DOWN_ACK_REPEAT_S, so a confused HQ cannot make us loop.
+        """
         serial = self.identity.certificate().serial_number
-        batches.apply_down_items(self.port, body)
+        before = self.port.down_seq()
+        applied = batches.apply_down_items(self.port, body)
+        if not applied:
+            self._log_down_mismatch(before, body)
         self._send_down_ack()
         if self.identity.certificate().serial_number != serial:  # renewed certificate
             self._renew_asked_at = 0.0
             self.link.reload_credentials()
 
+    def _log_down_mismatch(self, down_seq: int, body: Any) -> None:
+        """Nothing applied: say whether HQ skipped ahead (gap) or resent old items."""
+        seqs = batches.down_seqs(body)
+        if not seqs:
+            return
+        if min(seqs) > down_seq + 1:
+            log.warning("downstream gap: applied through %d, HQ sent %d..%d; asking HQ to "
+                        "send again from %d", down_seq, min(seqs), max(seqs), down_seq + 1)
+        else:
+            log.info("HQ sent downstream %d..%d again; applied through %d", min(seqs),
+                     max(seqs), down_seq)
+
     def _send_down_ack(self) -> None:
-        """Tell HQ which downstream seq is applied."""
-        payload = batches.seal_down_ack(self.identity, self.port.down_seq())
-        self.link.publish(topics.up(self.identity.node_id), payload, qos=1)
+        """Tell HQ which downstream seq is applied (a repeat at most every DOWN_ACK_REPEAT_S)."""
+        seq, now = self.port.down_seq(), time.monotonic()
+        if seq == self._down_acked[0] and now - self._down_acked[1] < DOWN_ACK_REPEAT_S:
+            return
+        payload = batches.seal_down_ack(self.identity, seq)
+        if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
+            self._down_acked = (seq, now)
 
     # -- status ----------------------------------------------------------------------------
     def _maybe_status(self) -> None:

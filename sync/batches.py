@@ -68,6 +68,13 @@ def ack_seq_of(body: Any) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
+def down_seqs(body: Any) -> list[int]:
+    """The seqs of the downstream items in an envelope body (malformed items left out)."""
+    items = body if isinstance(body, list) else []
+    return [i["seq"] for i in items if isinstance(i, dict) and isinstance(i.get("seq"), int)
+            and not isinstance(i["seq"], bool)]
+
+
 def apply_down_items(port: DownTarget, body: Any) -> int:
     """Apply downstream items in seq order, stopping at a gap; returns how many were new."""
     items = body if isinstance(body, list) else []

@@ -141,11 +141,17 @@ def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
 def chain_cmd(ctx: click.Context, node_id: str) -> None:
     """Verify a node's audit chain as received; exit 1 on gaps, forks or edits.
 
+    Restores from backup are listed: the chain continues after HQ's entries.
+
     Example: edge-hq chain NABCDE
     """
     from sync.hq.ingest import verify_chain
+    from sync.hq.resume import restores_in_chain
 
-    problems = verify_chain(_db(ctx.obj["db"]), node_id)
+    db = _db(ctx.obj["db"])
+    problems = verify_chain(db, node_id)
+    for line in restores_in_chain(db, node_id):
+        click.echo(line)
     for line in problems:
         click.echo(f"FAIL {line}", err=True)
     if problems:

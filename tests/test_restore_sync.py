@@ -9,6 +9,9 @@ real TLS broker with an HQ worker and the node agent, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,26 @@ import pytest
 
 from edge_node import __version__
 from edge_node.backup import create_backup
+from edge_node.domain import audit
 from edge_node.node import Node
 from edge_node.restore import record_restore, restore_backup
 from edge_node.store.schema import SYNCED_TABLES
 from edge_node.sync_port import NodeOutbox, restore_point, set_restore_point
+from sync import envelope, topics
 from sync.agent import Agent
 from sync.hq.db import HQDatabase
+from sync.hq.downstream import enqueue
 from sync.hq.ingest import _advance, verify_chain
-from sync.hq.resume import RESUME_MARGIN_SEQS, ResumeRequest, parse_request, reserve
+from sync.hq.resume import (
+    RESUME_MARGIN_SEQS,
+    ResumeRequest,
+    parse_request,
+    reserve,
+    restores_in_chain,
+)
 from sync.hq.worker import Worker
 from sync.identity import NodeIdentity
+from sync.transport import LinkConfig, MqttLink
 from tests.sync_env import SyncEnv, hq_rows
 from tests.test_sync_e2e import issue_tickets, node_rows, wait_for
 from tests.tls_broker import TLSBroker
@@ -73,9 +86,12 @@ def hq_node(url: str, node_id: str) -> dict[str, Any]:
         above = db.execute("SELECT count(*) FROM hq_seen WHERE node_id = ?",
                            [node_id]).fetchone()[0]
         problems = verify_chain(db, node_id)
+        head = db.execute("SELECT max(seq) FROM hq_audit WHERE node_id = ?",
+                          [node_id]).fetchone()[0]
     finally:
         db.close()
-    return {"acked": int(acked), "seen_above": int(above), "chain": problems}
+    return {"acked": int(acked), "seen_above": int(above), "chain": problems,
+            "audit": int(head or 0)}
 
 
 def issued_seq(node: Node) -> int:
@@ -145,7 +161,14 @@ def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
         assert after["acked"] == issued_seq(node) >= before["acked"] + RESUME_MARGIN_SEQS
         assert after["seen_above"] == 0  # no gap holds HQ's ack back
         assert NodeOutbox(node).acked_seq() == after["acked"]
-        assert any("fork" in p for p in after["chain"])  # the audit chain shows the restore
+        assert after["chain"] == []  # one chain: it continues after HQ's entries …
+        db = HQDatabase(env.hq_url)
+        try:  # … and `edge-hq chain` shows the restore where it used to show a fork
+            assert [line.split(" (")[0] for line in restores_in_chain(db, node.node_id)] \
+                == [f"restore at entry {before['audit'] + 1}"]
+        finally:
+            db.close()
+        assert audit.verify(node.reader()) == []
     finally:
         node.close()
 
@@ -176,6 +199,120 @@ def test_restore_of_records_hq_never_received(env: SyncEnv, worker: Worker,
         node.close()
 
 
+class TrafficCounter:
+    """A subscriber on the broker (the broker's admin identity) counting one node's messages.
+
+    Counts by direction and envelope kind, read from the plaintext header:
+    `down` (HQ → node items), `ack` (HQ's acks on .../ack), `up:<kind>` (node → HQ).
+    """
+
+    def __init__(self, broker: TLSBroker, node_id: str) -> None:
+        """Connect and subscribe to every topic of `node_id`."""
+        admin = broker.identity("broker-admin")
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.link = MqttLink(LinkConfig(
+            client_id="traffic-counter", host="localhost", port=broker.port,
+            cafile=str(broker.cafile), certfile=str(admin.certfile),
+            keyfile=str(admin.keyfile), subscriptions=[(f"{topics.ROOT}/node/{node_id}/#", 1)],
+            clean_start=True, session_expiry_s=0), self._count)
+        self.link.start()
+        wait_for(lambda: self.link.connected, 10, "traffic counter connected")
+
+    def _count(self, topic: str, payload: bytes) -> None:
+        """One message seen."""
+        if topic.endswith("/status"):
+            return
+        try:
+            kind = envelope.parse(payload).header.get("kind")
+        except envelope.EnvelopeError:
+            kind = "unparsable"
+        direction = topic.rsplit("/", 1)[1]
+        with self._lock:
+            self.counts[direction if direction in ("down", "ack") else f"up:{kind}"] += 1
+
+    def take(self) -> Counter[str]:
+        """Counts since the last take."""
+        with self._lock:
+            counts, self.counts = self.counts, Counter()
+        return counts
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self.link.stop()
+
+
+def catalog_version(node: Node) -> int:
+    """The catalog version the node has applied."""
+    row = node.reader().execute(
+        "SELECT value FROM node_meta WHERE key = 'catalog_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def publish_catalog(hq_url: str, worker: Worker, node_id: str, version: int) -> None:
+    """`edge-hq publish catalog` of the seed at `version`; the worker offers it to the node
+    as it does on the node's next message."""
+    from edge_node.domain.catalog import load_seed
+
+    db = HQDatabase(hq_url)
+    try:
+        enqueue(db, "catalog", {**load_seed(), "catalog_version": version})
+    finally:
+        db.close()
+    worker.send_down(node_id)
+
+
+def hq_down(url: str, node_id: str) -> tuple[int, int]:
+    """HQ's (down_seq, down_acked) of a node."""
+    db = HQDatabase(url)
+    try:
+        row = db.execute("SELECT down_seq, down_acked FROM hq_nodes WHERE node_id = ?",
+                         [node_id]).fetchone()
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
+
+
+QUIET_WINDOW_S = 15
+MAX_DOWN_MESSAGES = 4
+
+
+def test_restored_node_gets_downstream_again_without_a_message_loop(
+        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+    """backup → publish (applied) → restore → publish again: the node applies what follows,
+    and the down/ack exchange stays a handful of messages (it used to loop without end)."""
+    node = Node(settings)
+    identity = env.enroll(node.node_id, Path(settings["data_dir"]) / "sync")
+    base = catalog_version(node)
+    counter = TrafficCounter(env.broker, node.node_id)
+    agent = start_agent(node, identity)
+    try:
+        made = create_backup(settings, node.keys)
+        publish_catalog(env.hq_url, worker, node.node_id, base + 1)
+        wait_for(lambda: catalog_version(node) == base + 1, SYNC_TIMEOUT_S, "catalog applied")
+        wait_for(lambda: hq_down(env.hq_url, node.node_id) == (1, 1), SYNC_TIMEOUT_S,
+                 "HQ to see the downstream ack")
+        agent.stop()
+        node = restore(settings, node, made.path)
+        assert catalog_version(node) == base and NodeOutbox(node).down_seq() == 0
+        agent = start_agent(node, identity)
+        wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "resume after restore")
+        counter.take()
+        publish_catalog(env.hq_url, worker, node.node_id, base + 2)
+        time.sleep(QUIET_WINDOW_S)
+        traffic = counter.take()
+        assert traffic["down"] <= MAX_DOWN_MESSAGES, traffic
+        assert traffic["up:ack"] <= MAX_DOWN_MESSAGES, traffic
+        assert catalog_version(node) == base + 2  # the restored node applies what follows
+        assert NodeOutbox(node).down_seq() == 2 == hq_down(env.hq_url, node.node_id)[1]
+        time.sleep(5)
+        assert sum(counter.take().values()) <= 2  # and then it is quiet
+    finally:
+        agent.stop()
+        counter.stop()
+        node.close()
+
+
 # -- the two halves, without a broker ------------------------------------------------------
 
 @pytest.fixture
@@ -190,7 +327,7 @@ def hq_with_node(hq_db: HQDatabase) -> HQDatabase:
 def hq_reserve(db: HQDatabase, restored_seq: int, restore_id: str) -> tuple[int, int]:
     """What the ingest does with a resume request: reserve, then advance the ack."""
     def run(tx: HQDatabase) -> tuple[int, int]:
-        acked, resume_seq = reserve(tx, "NTEST", ResumeRequest(restored_seq, restore_id))
+        acked, resume_seq, _ = reserve(tx, "NTEST", ResumeRequest(restored_seq, restore_id))
         acked = _advance(tx, "NTEST", acked)
         tx.execute("UPDATE hq_nodes SET acked_seq = ? WHERE node_id = 'NTEST'", [acked])
         return acked, resume_seq
@@ -271,3 +408,170 @@ def test_status_shows_json_safe_restore_point(node: Node) -> None:
     raw = node.reader().execute("SELECT value FROM node_meta WHERE key = "
                                 "'sync_restore_point'").fetchone()[0]
     assert json.loads(raw) == {"seq": 7, "id": "d" * 32}
+
+
+def test_downstream_realigns_to_the_node_in_both_directions(
+        hq_with_node: HQDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    """A node behind HQ's record (restored) gets items again from its seq; a node ahead of
+    HQ (HQ's store restored) moves HQ's counter above it; both are logged."""
+    from sync.hq.downstream import pending_items, realign
+
+    db = hq_with_node
+    for version in (1, 2, 3):
+        enqueue(db, "catalog", {"catalog_version": version}, "NTEST")
+    db.retrying(lambda tx: realign(tx, "NTEST", 3, "downstream ack"))
+    assert pending_items(db, "NTEST") is None
+    db.retrying(lambda tx: realign(tx, "NTEST", 1, "resume after restore"))
+    found = pending_items(db, "NTEST")
+    assert found is not None and [i["seq"] for i in found[0]] == [2, 3]
+    assert "stepped back" in caplog.text
+    db.retrying(lambda tx: realign(tx, "NTEST", 7, "downstream ack"))
+    assert "ahead of HQ" in caplog.text
+    enqueue(db, "catalog", {"catalog_version": 4}, "NTEST")
+    found = pending_items(db, "NTEST")
+    assert found is not None and [i["seq"] for i in found[0]] == [8]
+
+
+def test_down_pacer_repeats_a_range_only_after_a_growing_pause() -> None:
+    """A new range goes at once; the same range after 20 s, 40 s, … at most every 10 min."""
+    from sync.hq.downstream import RESEND_FIRST_S, RESEND_MAX_S, DownPacer
+
+    now = [0.0]
+    pacer = DownPacer(clock=lambda: now[0])
+    assert pacer.allow("N1", 1, 3)
+    assert not pacer.allow("N1", 1, 3)
+    assert pacer.allow("N2", 1, 3) and pacer.allow("N1", 1, 4)  # per node; new range
+    sends = 0
+    for _ in range(100_000):  # a node writing ten times a second for almost three hours
+        now[0] += 0.1
+        sends += pacer.allow("N1", 1, 4)
+    assert sends <= 10_000 / RESEND_MAX_S + 8
+    pacer.reset("N1")  # the node reconnected
+    assert pacer.allow("N1", 1, 4)
+    now[0] += RESEND_FIRST_S / 2
+    assert not pacer.allow("N1", 1, 4)
+
+
+def open_applications(node: Node, count: int) -> None:
+    """A counter opens `count` applications for new citizens (references, audit entries)."""
+    from edge_node.domain.applications import create_application
+    from edge_node.domain.citizens import register
+
+    actor = {"id": "staff-1", "role": "operator"}
+
+    def one(db: Any) -> None:
+        serial = db.execute("SELECT count(*) FROM citizens").fetchone()[0] + 1
+        citizen = register(db, node.keys, cnic=f"61101-{serial:07d}-1", name="Test Citizen",
+                           phone=None, id_kind="cnic", actor=actor, now=node.timestamp())
+        create_application(db, {"service_code": "nadra_snic_renewal", "ticket_id": None,
+                                "citizen_id": citizen["id"], "agency_reference": None,
+                                "fee_reference": None, "documents_seen": None},
+                           actor=actor, now=node.timestamp(), day=node.today(),
+                           center_id=node.center_id, node_id=node.node_id)
+
+    for _ in range(count):
+        node.write(one)
+
+
+def issued_twice_at_hq(url: str) -> dict[str, list[Any]]:
+    """Ticket numbers, daily numbers and references HQ holds more than once."""
+    tickets = [json.loads(r) for r in hq_rows_json(url, "tickets")]
+    apps = [json.loads(r) for r in hq_rows_json(url, "applications")]
+    keys = {"ticket number": [(t["business_date"], t["number"]) for t in tickets],
+            "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
+                             for t in tickets],
+            "reference": [a["reference"] for a in apps]}
+    return {what: sorted({k for k in found if found.count(k) > 1})
+            for what, found in keys.items()}
+
+
+def hq_rows_json(url: str, table: str) -> list[str]:
+    """HQ's visible rows of one table as JSON text."""
+    db = HQDatabase(url)
+    try:
+        return [r[0] for r in db.execute("SELECT row_json FROM hq_records WHERE tbl = ? AND "
+                                         "row_json IS NOT NULL", [table]).fetchall()]
+    finally:
+        db.close()
+
+
+def test_restored_node_never_reissues_numbers_hq_has_seen(
+        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+    """backup → tickets, references, audit entries and a catalog reach HQ → disk lost, restore →
+    offline work, a restart with no answer from HQ, publish again → online: every ticket
+    number, reference and audit seq is unique at HQ, `edge-hq chain` passes and shows the
+    restore, the new catalog is applied."""
+    node = Node(settings)
+    identity = env.enroll(node.node_id, Path(settings["data_dir"]) / "sync")
+    base = catalog_version(node)
+    agent = start_agent(node, identity)
+    try:
+        issue_tickets(node, 2)
+        open_applications(node, 2)
+        wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "first work at HQ")
+        made = create_backup(settings, node.keys)
+        publish_catalog(env.hq_url, worker, node.node_id, base + 1)
+        issue_tickets(node, 3)
+        open_applications(node, 3)  # after the backup: at HQ, then lost with the disk
+        wait_for(lambda: synced(node) and catalog_version(node) == base + 1, SYNC_TIMEOUT_S,
+                 "post-backup work at HQ")
+        lost = {t["number"] for t in node_rows(node, "tickets").values()}
+    finally:
+        agent.stop()
+    before = hq_node(env.hq_url, node.node_id)
+
+    node = restore(settings, node, made.path)
+    issue_tickets(node, 3)  # offline: HQ has not answered the resume
+    open_applications(node, 2)
+    node.close()
+    node = Node(settings)  # the node restarts, still without an answer
+    try:
+        issue_tickets(node, 2)
+        open_applications(node, 1)
+        offline = {t["number"] for t in node_rows(node, "tickets").values()} - lost
+        assert offline and all("-R1-" in n for n in offline), offline
+        refs = [a["reference"] for a in node_rows(node, "applications").values()]
+        assert sum("-R1-" in r for r in refs) == 3
+        publish_catalog(env.hq_url, worker, node.node_id, base + 2)
+        agent = start_agent(node, identity)
+        try:
+            wait_for(lambda: synced(node), SYNC_TIMEOUT_S, "resume after restore")
+            issue_tickets(node, 2)  # after HQ's answer
+            open_applications(node, 1)
+            worker.send_down(node.node_id)
+            wait_for(lambda: synced(node) and catalog_version(node) == base + 2,
+                     SYNC_TIMEOUT_S, "work after the answer at HQ, new catalog applied")
+        finally:
+            agent.stop()
+        assert issued_twice_at_hq(env.hq_url) == {"ticket number": [], "daily number": [],
+                                                  "reference": []}
+        after = hq_node(env.hq_url, node.node_id)
+        assert after["chain"] == [] and audit.verify(node.reader()) == []
+        assert after["audit"] > before["audit"]
+        db = HQDatabase(env.hq_url)
+        try:
+            assert len(restores_in_chain(db, node.node_id)) == 1
+        finally:
+            db.close()
+        for table in ("tickets", "applications", "audit_log"):
+            theirs = hq_rows(env.hq_url, table)
+            assert all(theirs.get(pk) == row for pk, row in node_rows(node, table).items())
+    finally:
+        node.close()
+
+
+def test_restore_epoch_numbers_only_days_up_to_the_restore(node: Node) -> None:
+    """Tickets and references for the restore day carry the epoch in their own sequence;
+    the next day is plain again (the lost database numbered nothing for it)."""
+    from edge_node.domain import epoch
+    from edge_node.domain.applications import next_reference
+    from edge_node.domain.visits import next_number
+
+    today = node.today()
+    node.write(lambda db: epoch.begin(db, today))
+    numbers = [node.write(lambda db: next_number(db, "NADRA", today)) for _ in range(2)]
+    assert [epoch.ticket_number("A", n) for n in numbers] == ["A-R1-001", "A-R1-002"]
+    assert node.write(lambda db: next_number(db, "NADRA", "2999-01-01")) == 1
+    ref = node.write(lambda db: next_reference(db, "ISB-01", node.node_id, today))
+    assert ref.endswith(f"{today.replace('-', '')}-R1-00001")
+    assert node.write(lambda db: epoch.begin(db, today, at_least=5)) == 6

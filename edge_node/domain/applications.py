@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge_node.domain import audit
+from edge_node.domain import audit, epoch
 from edge_node.domain.catalog import get_service
 from edge_node.domain.roles import SUPERVISORS
 from edge_node.domain.visits import get_ticket
@@ -42,20 +42,28 @@ def can_move(old: str, new: str) -> bool:
     return rank(new) > rank(old)
 
 
-def format_reference(center_id: str, node_id: str, day: str, seq: int) -> str:
-    """`{center}-{node}-{YYYYMMDD}-{seq:05d}`."""
-    return f"{center_id}-{node_id}-{day.replace('-', '')}-{seq:05d}"
+def format_reference(center_id: str, node_id: str, day: str, seq: int,
+                     restore_epoch: int = 0) -> str:
+    """`{center}-{node}-{YYYYMMDD}-{seq:05d}`, with `-R{epoch}` before the seq after a restore."""
+    marker = f"R{restore_epoch}-" if restore_epoch else ""
+    return f"{center_id}-{node_id}-{day.replace('-', '')}-{marker}{seq:05d}"
 
 
 def next_reference(db: Database, center_id: str, node_id: str, day: str) -> str:
-    """The next application reference of this node and day (writer)."""
+    """The next application reference of this node and day (writer).
+
+    On a restored node, for days up to the restore, in the restore epoch's own
+    sequence (edge_node/domain/epoch.py): never a reference issued before.
+    """
+    restore_epoch = epoch.for_day(db, day)
+    kind = epoch.counter_key(REFERENCE_KIND, restore_epoch)
     db.execute(
         "INSERT INTO reference_numbers (kind, business_date, last_number) VALUES (?, ?, 1) "
         "ON CONFLICT (kind, business_date) DO UPDATE SET last_number = last_number + 1",
-        [REFERENCE_KIND, day])
+        [kind, day])
     row = db.execute("SELECT last_number FROM reference_numbers WHERE kind = ? "
-                     "AND business_date = ?", [REFERENCE_KIND, day]).fetchone()
-    return format_reference(center_id, node_id, day, int(row[0]))
+                     "AND business_date = ?", [kind, day]).fetchone()
+    return format_reference(center_id, node_id, day, int(row[0]), restore_epoch)
 
 
 def current_hlc(db: Database) -> str:

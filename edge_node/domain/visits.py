@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge_node.domain import audit
+from edge_node.domain import audit, epoch
 from edge_node.domain.catalog import get_service, priority_weight
 from edge_node.errors import NotFoundError, ValidationError
 from edge_node.ids import new_id
@@ -22,12 +22,17 @@ MAX_SERVICES_PER_VISIT = 8
 
 
 def next_number(db: Database, queue_code: str, day: str) -> int:
-    """Next ticket number of a queue on a day (called in the writer)."""
+    """Next daily ticket number of a queue on a day (called in the writer).
+
+    On a restored node, for days up to the restore, in the restore epoch's own
+    sequence (edge_node/domain/epoch.py): never a number issued before the backup.
+    """
+    restore_epoch = epoch.for_day(db, day)
     row = db.conn.execute(
         "INSERT INTO queue_numbers (queue_code, business_date, last_number) VALUES (?, ?, 1) "
         "ON CONFLICT (queue_code, business_date) DO UPDATE SET last_number = last_number + 1 "
-        "RETURNING last_number", [queue_code, day]).fetchone()
-    return int(row[0])
+        "RETURNING last_number", [epoch.counter_key(queue_code, restore_epoch), day]).fetchone()
+    return restore_epoch * epoch.EPOCH_SPAN + int(row[0])
 
 
 def next_order_key(db: Database) -> int:
@@ -78,7 +83,8 @@ def _issue_ticket(db: Database, visit: dict[str, Any], services: list[dict[str, 
     first = services[0]
     number = next_number(db, first["agency_code"], day)
     ticket = {
-        "id": new_id(), "visit_id": visit["id"], "number": f"{first['queue_prefix']}-{number:03d}",
+        "id": new_id(), "visit_id": visit["id"],
+        "number": epoch.ticket_number(first["queue_prefix"], number),
         "queue_prefix": first["queue_prefix"], "daily_number": number, "business_date": day,
         "priority": visit["priority"], "priority_weight": weight, "status": "waiting",
         "queue_code": first["agency_code"], "service_code": first["code"],

@@ -5,13 +5,23 @@ decisions, revocations) are queued per node with a per-node seq; broadcast
 items are fanned out to every enrolled node at enqueue time, so one acked
 mechanism carries both. Envelopes are signed by HQ and, when the node's HPKE
 key is known, encrypted to it.
+
+The node's downstream ack says which seq it has applied, and HQ takes it as
+the truth about the node (`realign`): a node restored from a backup acks a
+seq below what HQ had recorded (a step back), and HQ sends again from there;
+a node ahead of HQ (HQ's store restored) moves HQ's counter above it, so new
+items get seqs the node will apply. Either case is logged. Sending is paced
+by the worker (`DownPacer`): the same range goes out again only after a
+growing pause, so no exchange of acks and resends can loop.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -21,8 +31,11 @@ from sync import envelope
 from sync.hq.db import HQDatabase
 from sync.hq.ingest import utc_now
 
+log = logging.getLogger(__name__)
 KINDS = ("catalog", "staff", "decision", "revocation", "certificate")
 MAX_ITEMS_PER_ENVELOPE = 200
+RESEND_FIRST_S = 20.0  # the same range again after 20 s, 40 s, 80 s … at most every
+RESEND_MAX_S = 600.0  # 10 minutes, however often the node writes in between
 
 
 def enqueue(db: HQDatabase, kind: str, payload: Any, node_id: str | None = None) -> int:
@@ -52,9 +65,49 @@ def enqueue(db: HQDatabase, kind: str, payload: Any, node_id: str | None = None)
     return result
 
 
-def pending_envelope(db: HQDatabase, node_id: str,
-                     sign_key: ec.EllipticCurvePrivateKey) -> bytes | None:
-    """The node's unacknowledged downstream items as one envelope, or None."""
+def realign(tx: HQDatabase, node_id: str, node_down_seq: int, why: str) -> int:
+    """Take the node's applied downstream seq as the truth; returns HQ's new `down_acked`.
+
+    Runs in the caller's transaction. A step back (node restored) makes HQ
+    send again from the node's seq; a node ahead of HQ (HQ's store restored)
+    moves HQ's counter above it. Both are logged.
+    """
+    row = tx.execute("SELECT down_seq, down_acked FROM hq_nodes WHERE node_id = ?"
+                     + tx.lock_clause(), [node_id]).fetchone()
+    down_seq, down_acked = int(row[0]), int(row[1])
+    if node_down_seq < down_acked:
+        log.warning("node %s stepped back downstream (%s): it has applied %d, HQ had %d "
+                    "acknowledged; sending again from %d", node_id, why, node_down_seq,
+                    down_acked, node_down_seq + 1)
+    if node_down_seq > down_seq:
+        log.warning("node %s is ahead of HQ downstream (%s): it has applied %d, HQ issued "
+                    "only %d; new items continue after %d", node_id, why, node_down_seq,
+                    down_seq, node_down_seq)
+        down_seq = node_down_seq
+    tx.execute("UPDATE hq_nodes SET down_seq = ?, down_acked = ? WHERE node_id = ?",
+               [down_seq, node_down_seq, node_id])
+    return node_down_seq
+
+
+def pending_envelope(db: HQDatabase, node_id: str, sign_key: ec.EllipticCurvePrivateKey,
+                     pacer: DownPacer | None = None) -> bytes | None:
+    """The node's unacknowledged downstream items as one envelope, or None.
+
+    With a `pacer`, None also when this range was sent too recently.
+    """
+    found = pending_items(db, node_id)
+    if found is None:
+        return None
+    items, hpke_public = found
+    if pacer is not None and not pacer.allow(node_id, items[0]["seq"], items[-1]["seq"]):
+        return None
+    header = {"kind": "down", "node": node_id, "first_seq": items[0]["seq"],
+              "last_seq": items[-1]["seq"]}
+    return envelope.seal(header, items, sign_key, _node_public(hpke_public))
+
+
+def pending_items(db: HQDatabase, node_id: str) -> tuple[list[dict[str, Any]], str | None] | None:
+    """(items after the node's downstream ack, the node's HPKE key), or None when none."""
     row = db.execute("SELECT down_acked, hpke_public FROM hq_nodes WHERE node_id = ?",
                      [node_id]).fetchone()
     if row is None:
@@ -62,11 +115,48 @@ def pending_envelope(db: HQDatabase, node_id: str,
     items = [{"seq": r[0], "kind": r[1], "payload": json.loads(r[2])} for r in db.execute(
         "SELECT seq, kind, payload FROM hq_down WHERE node_id = ? AND seq > ? ORDER BY seq "
         "LIMIT ?", [node_id, row[0], MAX_ITEMS_PER_ENVELOPE]).fetchall()]
-    if not items:
-        return None
-    header = {"kind": "down", "node": node_id, "first_seq": items[0]["seq"],
-              "last_seq": items[-1]["seq"]}
-    return envelope.seal(header, items, sign_key, _node_public(row[1]))
+    return (items, row[1]) if items else None
+
+
+@dataclass
+class _Sent:
+    """The last downstream range sent to one node, when, and the pause before a repeat."""
+
+    first: int
+    last: int
+    at: float
+    pause: float
+
+
+@dataclass
+class DownPacer:
+    """Decides whether a downstream range may go out now (one per worker, in memory).
+
+    A new range (the node acked more, or HQ queued more) goes out at once;
+    the same range again only after RESEND_FIRST_S, doubling up to
+    RESEND_MAX_S. `reset` (the node came online) allows one prompt resend.
+    """
+
+    clock: Any = time.monotonic
+    _sent: dict[str, _Sent] = field(default_factory=dict)
+
+    def allow(self, node_id: str, first: int, last: int) -> bool:
+        """True when the range may be sent now (and remembers it as sent)."""
+        now = self.clock()
+        sent = self._sent.get(node_id)
+        if sent is None or (sent.first, sent.last) != (first, last):
+            self._sent[node_id] = _Sent(first, last, now, RESEND_FIRST_S)
+            return True
+        if now - sent.at < sent.pause:
+            return False
+        sent.at, sent.pause = now, min(RESEND_MAX_S, sent.pause * 2)
+        return True
+
+    def reset(self, node_id: str) -> None:
+        """The node (re)connected: its next request for the same range is answered."""
+        sent = self._sent.get(node_id)
+        if sent is not None:
+            sent.at = float("-inf")
 
 
 def _node_public(text: str | None) -> x25519.X25519PublicKey:

@@ -55,6 +55,7 @@ class Outcome:
     quarantined: str | None = None
     resume_seq: int | None = None
     restore_id: str | None = None
+    resume_more: dict[str, Any] | None = None
 
 
 def utc_now() -> str:
@@ -237,12 +238,12 @@ class Ingest:
             raise Rejected("bad_body", str(exc), node_id) from exc
 
         def run(tx: HQDatabase) -> Outcome:
-            acked, resume_seq = resume.reserve(tx, node_id, request)
+            acked, resume_seq, more = resume.reserve(tx, node_id, request)
             acked = _advance(tx, node_id, acked)
             tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
                        [acked, self.now(), node_id])
             return Outcome(node_id, acked_seq=acked, resume_seq=resume_seq,
-                           restore_id=request.restore_id)
+                           restore_id=request.restore_id, resume_more=more)
 
         outcome: Outcome = self.db.retrying(run)
         return outcome
@@ -258,9 +259,11 @@ class Ingest:
             raise Rejected("bad_body", "ack needs a non-negative down_seq", node_id)
 
         def run(tx: HQDatabase) -> None:
-            tx.execute("UPDATE hq_nodes SET down_acked = CASE WHEN down_acked > ? THEN "
-                       "down_acked ELSE ? END, last_seen = ? WHERE node_id = ?",
-                       [seq, seq, self.now(), node_id])
+            from sync.hq.downstream import realign  # downstream imports this module
+
+            realign(tx, node_id, seq, "downstream ack")
+            tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",
+                       [self.now(), node_id])
 
         self.db.retrying(run)
         return Outcome(node_id, down_acked=seq)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sync import topics
 from sync.hq.db import HQDatabase
-from sync.hq.downstream import ack_envelope, pending_envelope
+from sync.hq.downstream import DownPacer, ack_envelope, pending_envelope
 from sync.hq.ingest import Ingest, utc_now
 from sync.hq.resume import resume_ack_envelope
 from sync.identity import HQIdentity
@@ -48,6 +48,8 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name=f"{worker_id}-apply",
                                         daemon=True)
         self.handled = 0
+        self.down_pacer = DownPacer()
+        self._online: dict[str, bool] = {}
 
     def _renewer(self) -> Any:
         """Certificate renewal, when this worker's key directory holds the CA."""
@@ -100,7 +102,7 @@ class Worker:
         if outcome.resume_seq is not None and outcome.acked_seq is not None:
             self.link.publish(topics.ack(outcome.node_id), resume_ack_envelope(
                 outcome.node_id, outcome.acked_seq, outcome.resume_seq,
-                str(outcome.restore_id), self.identity.sign_key))
+                str(outcome.restore_id), self.identity.sign_key, outcome.resume_more))
         elif outcome.acked_seq is not None:
             self.link.publish(topics.ack(outcome.node_id),
                               ack_envelope(outcome.node_id, outcome.acked_seq,
@@ -108,9 +110,10 @@ class Worker:
         self.send_down(outcome.node_id)
 
     def send_down(self, node_id: str) -> None:
-        """Publish the node's unacknowledged downstream items, if any."""
+        """Publish the node's unacknowledged downstream items, if any, paced (DownPacer)."""
         try:
-            payload = pending_envelope(self.db, node_id, self.identity.sign_key)
+            payload = pending_envelope(self.db, node_id, self.identity.sign_key,
+                                       self.down_pacer)
         except ValueError as exc:
             log.warning("cannot send downstream to %s: %s", node_id, exc)
             return
@@ -136,5 +139,9 @@ class Worker:
                        [json.dumps(status), utc_now(), node_id])
 
         self.db.retrying(run)
-        if status.get("state") == "online":
+        online = status.get("state") == "online"
+        if online and not self._online.get(node_id):
+            self.down_pacer.reset(node_id)  # a new connection: resend at once
+        self._online[node_id] = online
+        if online:
             self.send_down(node_id)
