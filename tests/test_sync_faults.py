@@ -831,3 +831,27 @@ def test_replayed_and_reordered_batches(env: SyncEnv, node: Node, seed: int,
         assert acks == [last] * len(expected_acks(second, 0)), f"seed {seed}: {acks}"
         assert sum(applied.values()) == len(covered), f"seed {seed}: a replay was re-applied"
         assert hq_snapshot(env.hq_url) == before, f"seed {seed}: a replay changed HQ"
+
+
+# -- 6. `edge-hq serve` before the broker, and the node's stall after restarts ------------------
+def test_hq_serve_reports_connection_only_once_connected(tmp_path: Path, env: SyncEnv) -> None:
+    """Broker down: serve says it waits and retries, and claims no worker connected; then does."""
+    hq = HQProcess(env, tmp_path / "hq.log", workers=2)
+    with ExitStack() as cleanup:
+        cleanup.callback(hq.cleanup)
+        hq.start(wait=False)
+        wait_for(lambda: "waiting for the broker" in hq.log_text() or not hq.running()
+                 or READY_LINE in hq.log_text(),
+                 HEALTH_TIMEOUT_S, "edge-hq serve to say it waits for the broker")
+        assert hq.running(), hq.log_tail()
+        assert READY_LINE not in hq.log_text(), "claims connected with the broker down:\n" \
+            + hq.log_tail()
+        assert "waiting for the broker" in hq.log_text(), hq.log_tail()
+        env.broker.start()
+        wait_for(lambda: READY_LINE in hq.log_text(), HEALTH_TIMEOUT_S,
+                 "edge-hq serve to report its workers connected")
+        assert f"2 ingest worker(s) connected to localhost:{env.broker.port}" in hq.log_text()
+        env.broker.stop()
+        wait_for(lambda: "lost the broker" in hq.log_text(), HEALTH_TIMEOUT_S,
+                 "edge-hq serve to report the lost broker")
+        assert hq.terminate() == 0, hq.log_tail()
