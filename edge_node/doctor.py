@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlite_utils import Database
 
+from certs.hostnames import server_names
 from edge_node.ids import iso, parse_iso, utcnow
 from edge_node.node import Node, db_path, key_path
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
@@ -63,6 +64,8 @@ SERVICE = "edge-node"
 HQ_HLC_KEY = "sync_hq_hlc"  # "<HQ's HLC> <local time received>", when the agent records it
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CREDSTORE_KEY = Path("/etc/credstore.encrypted/edge-node-key")
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+HOSTNAME_MISMATCH_CODES = (62, 64)
 ENROLL_FIX = ("enroll it: `edge-node enroll request`, have HQ sign the request, then "
               "`edge-node enroll install BUNDLE --ca-fingerprint FP`")
 
@@ -453,11 +456,16 @@ def check_broker(doc: Doctor) -> Result:
         context.load_cert_chain(str(directory / "node.pem"), str(directory / "node.key"))
     except (OSError, ssl.SSLError) as exc:
         return Result(name, FAIL, f"cannot load the node's TLS files ({exc})", "see certificate")
-    return _handshake(host, port, context, doc.limits.broker_timeout_s)
+    chain = (str(directory / "node.pem"), str(directory / "node.key"))
+    return _handshake(host, port, context, doc.limits.broker_timeout_s, chain)
 
 
-def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> Result:
-    """Connect, handshake, then read briefly: TLS 1.3 servers refuse a client cert late."""
+def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float,
+               chain: tuple[str, str]) -> Result:
+    """Connect, handshake, then read briefly: TLS 1.3 servers refuse a client cert late.
+
+    `chain` is the node's certificate and key files (for a second look at a name mismatch).
+    """
     refused = ("the broker refused this node's certificate (revoked, expired or another CA: "
                "see certificate and crl); re-enroll if they pass")
     started = time.monotonic()
@@ -473,6 +481,8 @@ def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) ->
             except TimeoutError:
                 pass  # accepted: the broker waits for our MQTT CONNECT
     except ssl.SSLCertVerificationError as exc:
+        if exc.verify_code in HOSTNAME_MISMATCH_CODES:
+            return _name_mismatch(host, port, timeout, chain)
         return Result("broker", FAIL, f"{host}:{port} presents a certificate this node does "
                       f"not trust ({exc.verify_message})",
                       "the broker is not this fleet's, or the node was enrolled with another "
@@ -488,6 +498,37 @@ def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) ->
     elapsed = (time.monotonic() - started) * 1000
     return Result("broker", PASS, f"{host}:{port} reachable, TLS handshake accepted "
                   f"({version}, {elapsed:.0f} ms)")
+
+
+def _name_mismatch(host: str, port: int, timeout: float, chain: tuple[str, str]) -> Result:
+    """The broker's certificate is this fleet's but is not valid for the host in broker.json.
+
+    The node's certificate is fine, so re-enrolling with the same address fails the same way:
+    the bundle must name a host the broker certificate holds, or the certificate that host.
+    """
+    names = _broker_names(host, port, timeout, chain)
+    listed = ", ".join(names) if names else "other names"
+    example = f"--broker {names[0]}:{port}" if names else f"--broker NAME:{port}"
+    return Result("broker", FAIL, f"{host}:{port} presents a certificate valid for {listed}, "
+                  f"not {host}: the node can never connect with this address",
+                  f"at HQ, sign this node's request again with a name the broker certificate "
+                  f"holds ({example}) and install the new bundle; or re-issue the broker "
+                  f"certificate with {host} among its names")
+
+
+def _broker_names(host: str, port: int, timeout: float, chain: tuple[str, str]) -> list[str]:
+    """The names in the broker certificate (handshake without the name check), or []."""
+    unchecked = ssl.create_default_context()
+    unchecked.check_hostname = False
+    unchecked.verify_mode = ssl.CERT_NONE  # only reading names: trust was checked already
+    try:
+        unchecked.load_cert_chain(*chain)
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                unchecked.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return []
+    return server_names(x509.load_der_x509_certificate(der)) if der else []
 
 
 # -- operations: backlog, backup, service -------------------------------------------------

@@ -4,7 +4,13 @@ The outbox in SQLite is the only durable queue. The agent reads a window of
 batches after the last acknowledged seq, publishes them (QoS 1), and marks
 records delivered only when HQ's cumulative ack arrives — never on PUBACK.
 If no ack comes within ACK_TIMEOUT_S, or the link drops, it goes back to the
-last ack and sends again (HQ applies idempotently). Batch size adapts: it
+last ack and sends again (HQ applies idempotently). A batch the broker answers
+with PUBACK 0x10 (no matching subscribers: HQ's shared subscription is gone,
+e.g. after a broker or HQ restart) reached nobody; the agent goes back at once
+and probes with one small batch, paced by a growing jittered delay capped at
+HQ_PROBE_MAX_S, until the broker routes one again, then streams as usual. So
+HQ's return costs seconds, not ACK_TIMEOUT_S, and an absent HQ costs one small
+publish every few seconds. Batch size adapts: it
 grows while acks come back promptly and halves on a timeout. Only the
 in-flight window is ever held in memory, whatever the backlog.
 """
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -38,6 +46,9 @@ STATUS_EVERY_S = 30.0
 RENEW_AT_LIFE_FRACTION = 2 / 3  # ask HQ for a new certificate after 2/3 of its life
 RENEW_RETRY_S = 3600.0
 DOWN_ACK_REPEAT_S = 20.0  # the same downstream ack again at most this often
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK: accepted, but no subscriber got it
+HQ_PROBE_MIN_S = 0.5  # first wait before probing again after HQ was found absent
+HQ_PROBE_MAX_S = 4.0  # longest wait between probes (each one batch of BATCH_MIN_RECORDS)
 
 
 class OutboxPort(Protocol):
@@ -115,6 +126,10 @@ class Agent:
         self._restore = port.restore_point()  # set: ask HQ where new records may start
         self._resume_asked_at = 0.0
         self._next = port.acked_seq() + 1
+        self._generation = 0  # bumped by every reset: PUBACKs of older batches are stale
+        self._hq_away = False  # the broker said no subscriber got our last batch
+        self._probe_delay = 0.0
+        self._probe_at = 0.0
         self.batch_records = BATCH_MIN_RECORDS * 5
         self.last_ack_at: float | None = None
         self.bytes_sent = 0
@@ -159,27 +174,36 @@ class Agent:
             self._wake.clear()
 
     def _fill_window(self) -> None:
-        """Publish batches until the window is full or nothing is pending."""
-        while len(self._inflight) < WINDOW_BATCHES and not self._stop.is_set():
+        """Publish batches until the window is full or nothing is pending.
+
+        While HQ is away the window is one small probe batch, sent when its delay is up.
+        """
+        while not self._stop.is_set():
             with self._lock:
-                start = self._next
-            records = self._take(start)
+                if self._hq_away and (self._inflight or time.monotonic() < self._probe_at):
+                    return
+                if len(self._inflight) >= WINDOW_BATCHES:
+                    return
+                start, generation = self._next, self._generation
+                limit = BATCH_MIN_RECORDS if self._hq_away else self.batch_records
+            records = self._take(start, limit)
             if not records:
                 return
             payload = self._seal(records)
-            if not self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
+            if not self.link.publish(topics.up(self.identity.node_id), payload, qos=1,
+                                     on_puback=partial(self._on_batch_puback, generation)):
                 return
             with self._lock:
-                if self._next != start:  # an ack or reset moved the cursor meanwhile
-                    continue
+                if self._next != start or self._generation != generation:
+                    continue  # an ack, a reset or a 0x10 moved the cursor meanwhile
                 self._inflight.append(_InFlight(records[0]["seq"], records[-1]["seq"],
                                                 time.monotonic(), len(payload)))
                 self._next = records[-1]["seq"] + 1
                 self.bytes_sent += len(payload)
 
-    def _take(self, start: int) -> list[dict[str, Any]]:
-        """Up to batch_records records from `start`, cut at BATCH_MAX_BYTES of JSON."""
-        return batches.take_batch(self.port, start, self.batch_records, BATCH_MAX_BYTES)
+    def _take(self, start: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` records from `start`, cut at BATCH_MAX_BYTES of JSON."""
+        return batches.take_batch(self.port, start, limit, BATCH_MAX_BYTES)
 
     def _seal(self, records: list[dict[str, Any]]) -> bytes:
         """One upstream batch envelope, encrypted to HQ and signed."""
@@ -201,11 +225,42 @@ class Agent:
         """Forget in-flight batches and resume after the durable ack."""
         self._inflight.clear()
         self._next = self.port.acked_seq() + 1
+        self._generation += 1
+
+    def _on_batch_puback(self, generation: int, code: int) -> None:
+        """The broker's answer to a batch: 0x10 means HQ is away, anything routed that it is back.
+
+        Network thread. Answers to batches sent before the last reset are stale and ignored.
+        """
+        with self._lock:
+            if generation != self._generation:
+                return
+            if code == NO_MATCHING_SUBSCRIBERS:
+                self._hq_away_locked()
+                return
+            if code >= 0x80 or not self._hq_away:
+                return
+            self._hq_away = False
+        log.info("HQ is subscribed again: streaming the backlog")
+        self._wake.set()
+
+    def _hq_away_locked(self) -> None:
+        """Nobody got the batch: go back to the ack now and probe again after a paced delay."""
+        if not self._hq_away:
+            log.info("no HQ worker is subscribed (broker: no matching subscribers); "
+                     "probing until one is")
+            self._probe_delay = HQ_PROBE_MIN_S
+        else:
+            self._probe_delay = min(HQ_PROBE_MAX_S, self._probe_delay * 2)
+        self._hq_away = True
+        self._probe_at = time.monotonic() + self._probe_delay * random.uniform(0.5, 1.0)
+        self._reset_locked()
 
     def _on_connected(self) -> None:
-        """A new session: resend everything after the last ack."""
+        """A new session: resend everything after the last ack (one probe first if HQ was away)."""
         with self._lock:
             self._reset_locked()
+            self._probe_at = 0.0
         self._status_at = 0.0
         self._resume_asked_at = 0.0
         self._down_acked = (-1, 0.0)

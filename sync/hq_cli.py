@@ -6,11 +6,14 @@ Every option can also come from the environment as EDGE_HQ_<OPTION>
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,6 +24,8 @@ from sync.hq.db import HQDatabase
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
+BROKER_WAIT_S = 3.0  # no worker connected after this long: say the broker is awaited
+LINK_POLL_S = 0.2
 
 
 def _db(url: str) -> HQDatabase:
@@ -89,10 +94,42 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
     signal.signal(signal.SIGINT, on_term)
     for worker in pool:
         worker.start()
-    click.echo(f"{workers} ingest worker(s) connected to {broker}", err=True)
-    stop.wait()
+    click.echo(f"connecting {workers} ingest worker(s) to {broker}", err=True)
+    watch_links([functools.partial(_link_up, worker) for worker in pool], broker, stop,
+                lambda line: click.echo(line, err=True))
     for worker in pool:
         worker.stop()
+
+
+def _link_up(worker: Any) -> bool:
+    """True while the worker's MQTT session is up."""
+    return bool(worker.link.connected)
+
+
+def watch_links(connected: list[Callable[[], bool]], broker: str, stop: threading.Event,
+                echo: Callable[[str], None], wait_s: float = BROKER_WAIT_S) -> None:
+    """Say how many workers hold a live session whenever that changes, until `stop` is set.
+
+    Nothing claims a connection before the broker accepted it; a broker that stays away for
+    `wait_s` is named, once, while the workers keep retrying with backoff.
+    """
+    total, shown, started, waiting_told = len(connected), 0, time.monotonic(), False
+    while not stop.is_set():
+        up = sum(is_up() for is_up in connected)
+        if up != shown:
+            if up == total:
+                echo(f"{total} ingest worker(s) connected to {broker}")
+            elif up:
+                echo(f"{up} of {total} ingest workers connected to {broker}; "
+                     "the others are retrying")
+            else:
+                echo(f"lost the broker at {broker}; retrying")
+            shown = up
+        elif not up and not waiting_told and time.monotonic() - started >= wait_s:
+            echo(f"waiting for the broker at {broker}: not reachable yet, retrying "
+                 "(no ingest worker connected)")
+            waiting_told = True
+        stop.wait(LINK_POLL_S)
 
 
 @main.command("fleet")

@@ -13,6 +13,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 7 * 24 * 3600
 CONNECT_TIMEOUT_S = 10.0
 MAX_INFLIGHT = 64
+EARLY_PUBACK_KEEP_S = 10.0  # a PUBACK that beat publish() back is claimed within microseconds
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +83,9 @@ class MqttLink:
         self._thread: threading.Thread | None = None
         self.publish_failures = 0
         self._reload = threading.Event()
+        self._acks_lock = threading.Lock()
+        self._awaiting: dict[int, Callable[[int], None] | None] = {}  # mid -> on_puback
+        self._early: dict[int, tuple[int, float]] = {}  # mid -> (reason code, when)
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -98,6 +103,9 @@ class MqttLink:
         client.on_disconnect = guarded(self._handle_disconnect)
         client.on_message = guarded(self._handle_message)
         client.on_publish = guarded(self._handle_publish)
+        with self._acks_lock:  # a new client numbers its messages afresh
+            self._awaiting.clear()
+            self._early.clear()
         return client
 
     @property
@@ -135,12 +143,41 @@ class MqttLink:
         """Block until connected or `timeout` seconds pass."""
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Queue a publish on the live session; False when offline (caller retries later)."""
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                on_puback: Callable[[int], None] | None = None) -> bool:
+        """Queue a publish on the live session; False when offline (caller retries later).
+
+        `on_puback(reason_code)` hears the broker's PUBACK of this message (QoS 1), e.g.
+        0x10 when no subscriber matched, so nobody received it.
+        """
         if not self.connected:
             return False
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        if qos > 0:
+            self._await_puback(info.mid, on_puback)
+        return True
+
+    def _await_puback(self, mid: int, on_puback: Callable[[int], None] | None) -> None:
+        """Remember who waits for `mid`'s PUBACK, or hand over one that already came."""
+        with self._acks_lock:
+            early = self._early.pop(mid, None)
+            if early is None:
+                self._awaiting[mid] = on_puback
+        if early is not None and on_puback is not None:
+            guarded(on_puback)(early[0])
+
+    def _claim_puback(self, mid: int, code: int) -> Callable[[int], None] | None:
+        """The waiter of `mid`; a PUBACK faster than publish() returning is kept for it."""
+        with self._acks_lock:
+            if mid in self._awaiting:
+                return self._awaiting.pop(mid)
+            now = time.monotonic()
+            self._early = {m: v for m, v in self._early.items()
+                           if now - v[1] < EARLY_PUBACK_KEEP_S}
+            self._early[mid] = (code, now)
+            return None
 
     def _run(self) -> None:
         """Connect, run the network loop until the link drops, back off with jitter, repeat."""
@@ -198,7 +235,14 @@ class MqttLink:
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                         properties: Any) -> None:
-        """MQTT 5 PUBACK reason codes >= 0x80 are failures (e.g. 0x87 not authorized)."""
+        """MQTT 5 PUBACK reason codes >= 0x80 are failures (e.g. 0x87 not authorized).
+
+        The publisher hears every code, 0x10 "no matching subscribers" included.
+        """
         if getattr(reason, "is_failure", False):
             self.publish_failures += 1
             log.warning("broker refused a publish: %s", reason)
+        code = int(getattr(reason, "value", 0))
+        waiter = self._claim_puback(mid, code)
+        if waiter is not None:
+            waiter(code)

@@ -49,7 +49,7 @@ def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 def enroll(settings: dict[str, Any], ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
            *, port: int = 1, not_before: dt.datetime | None = None, days: int = NODE_DAYS,
-           trust: x509.Certificate | None = None) -> Path:
+           trust: x509.Certificate | None = None, host: str = "localhost") -> Path:
     """Write the sync files the doctor reads: node key/cert, CA, broker address."""
     directory = Path(settings["data_dir"]) / "sync"
     directory.mkdir(mode=0o700, exist_ok=True)
@@ -59,7 +59,7 @@ def enroll(settings: dict[str, Any], ca_key: ec.EllipticCurvePrivateKey, ca_cert
     pki.write_private(directory / "node.key", pki.key_pem(key))
     (directory / "node.pem").write_bytes(pki.cert_pem(cert))
     (directory / "ca.pem").write_bytes(pki.cert_pem(trust or ca_cert))
-    (directory / "broker.json").write_text(json.dumps({"host": "localhost", "port": port}))
+    (directory / "broker.json").write_text(json.dumps({"host": host, "port": port}))
     return directory
 
 
@@ -300,6 +300,22 @@ def test_broker_refuses_a_certificate_from_another_ca(settings: dict[str, Any],
     enroll(settings, *ca, port=broker.port, trust=broker.ca_cert)
     result = check(settings, "broker")
     assert result.status == FAIL, result.line()
+
+
+def test_broker_address_the_broker_certificate_does_not_name(settings: dict[str, Any],
+                                                             broker: TLSBroker) -> None:
+    """broker.json says 127.0.0.1, the certificate names localhost: FAIL with the real fix.
+
+    The node's certificate is fine, so "re-enroll" with the same address would fail again;
+    the fix names the certificate's names and the two ways out.
+    """
+    enroll(settings, broker.ca_key, broker.ca_cert, port=broker.port, host="127.0.0.1")
+    result = check(settings, "broker")
+    assert result.status == FAIL, result.line()
+    assert "valid for localhost, not 127.0.0.1" in result.finding
+    assert f"--broker localhost:{broker.port}" in result.fix
+    assert "re-issue the broker certificate with 127.0.0.1" in result.fix
+    assert "re-enroll" not in result.fix
 
 
 def test_broker_unreachable_is_only_a_warning(settings: dict[str, Any], ca: Any) -> None:

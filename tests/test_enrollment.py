@@ -32,10 +32,10 @@ def fleet(tmp_path: Path) -> dict[str, Any]:
             "fp": fingerprint(auth.ca_cert), "tmp": tmp_path}
 
 
-def sign(f: dict[str, Any], center: str = "ISB-01") -> Any:
+def sign(f: dict[str, Any], center: str = "ISB-01", broker: str = "localhost:8883") -> Any:
     """Run `edge-hq node sign`."""
     return f["runner"].invoke(hq_cli, ["--db", f["db"], "node", "sign", str(f["request"]),
-                                       "--center", center, "--broker", "localhost:8883",
+                                       "--center", center, "--broker", broker,
                                        "--keys", f["keys"], "--out",
                                        str(f["tmp"] / "bundle.json")])
 
@@ -60,6 +60,56 @@ def test_request_for_another_center_is_refused(fleet: dict[str, Any]) -> None:
     """HQ signs only for the center the request names."""
     result = sign(fleet, center="LHR-02")
     assert result.exit_code == 1 and "not LHR-02" in result.output
+
+
+@pytest.mark.parametrize("broker", ["127.0.0.1:8883", "mqtt.hq.example:8883",
+                                    "evil.localhost:8883"])
+def test_broker_host_the_broker_certificate_does_not_name_is_refused(
+        fleet: dict[str, Any], broker: str) -> None:
+    """The broker certificate names only localhost: a bundle for another host is not written.
+
+    The node checks the broker's certificate against the bundle's host, so such a node could
+    never connect; HQ registers nothing and says which names would work.
+    """
+    from sync.hq.db import HQDatabase
+
+    result = sign(fleet, broker=broker)
+    assert result.exit_code == 1, result.output
+    assert "valid for localhost" in result.output and "--broker localhost:8883" in result.output
+    assert "re-issue the broker certificate" in result.output
+    assert not (fleet["tmp"] / "bundle.json").exists()
+    db = HQDatabase(fleet["db"])
+    assert db.execute("SELECT count(*) FROM hq_nodes").fetchone()[0] == 0
+    db.close()
+
+
+def test_names_host_follows_tls_hostname_rules() -> None:
+    """IP addresses match IP entries only; `*.` covers exactly one label; case is ignored."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from certs import pki
+    from certs.hostnames import names_host, server_names
+
+    key = pki.new_key()
+    ca_key, ca_cert = pki.create_ca()
+    cert = (x509.CertificateBuilder().subject_name(ca_cert.subject)
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(ca_cert.not_valid_before_utc)
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("mqtt.hq.example"), x509.DNSName("*.brokers.example"),
+                x509.IPAddress(ipaddress.ip_address("10.0.0.5"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    assert server_names(cert) == ["mqtt.hq.example", "*.brokers.example", "10.0.0.5"]
+    for host in ("mqtt.hq.example", "MQTT.HQ.example", "a.brokers.example", "10.0.0.5"):
+        assert names_host(cert, host), host
+    for host in ("hq.example", "brokers.example", "a.b.brokers.example", "10.0.0.6",
+                 "127.0.0.1", "localhost"):
+        assert not names_host(cert, host), host
+    assert not names_host(ca_cert, "localhost")  # no subjectAltName: names nothing
 
 
 def test_wrong_ca_fingerprint_is_refused(fleet: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ nodes' rows, acks equal the nodes' last seqs, nothing quarantined, audit chains 
 At each node: every downstream item processed and acknowledged, each valid one applied
 exactly once (one audit entry per catalog version, staff account and decision, nothing
 else applied from HQ), each refused one changed nothing. The restore variant also restores
-center A from a backup mid-run (xfail until issue 8 items 23/24 are fixed).
+center A from a backup mid-run.
 Both HQ stores. Set SYNC_FAULTS_SEED to replay a run (each test prints the seed it used).
 """
 
@@ -737,7 +737,6 @@ def test_fleet_under_faults(fleet_env: SyncEnv, fleet_templates: dict[str, Path]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 8 items 23/24: restore realignment")
 def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: dict[str, Path],
                                          tmp_path: Path, seed: int,
                                          record_property: Any) -> None:

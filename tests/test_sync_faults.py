@@ -553,7 +553,8 @@ def test_hq_worker_kill_9_mid_batch(tmp_path: Path, env: SyncEnv, node: Node, se
         wait_until_synced(lambda: port.stats()["count"], f"seed {seed}")
         assert hq.terminate() == 0, hq.log_tail()
     assert_converged(node.reader(), env.hq_url, node.node_id, acked, f"seed {seed}")
-    resends = sum("resending" in r.getMessage() for r in caplog.records)
+    resends = sum(any(says in r.getMessage() for says in ("resending", "no HQ worker"))
+                  for r in caplog.records)  # an ack timeout, or a batch that reached nobody
     record_property("acknowledged_tickets", len(acked))
     record_property("node_resends", resends)
     assert resends > 0, "no HQ death ever cost the node a batch: the kills missed"
@@ -840,3 +841,99 @@ def test_replayed_and_reordered_batches(env: SyncEnv, node: Node, seed: int,
         assert acks == [last] * len(expected_acks(second, 0)), f"seed {seed}: {acks}"
         assert sum(applied.values()) == len(covered), f"seed {seed}: a replay was re-applied"
         assert hq_snapshot(env.hq_url) == before, f"seed {seed}: a replay changed HQ"
+
+
+# -- 6. `edge-hq serve` before the broker, and the node's stall after restarts ------------------
+def test_hq_serve_reports_connection_only_once_connected(tmp_path: Path, env: SyncEnv) -> None:
+    """Broker down: serve says it waits and retries, and claims no worker connected; then does."""
+    hq = HQProcess(env, tmp_path / "hq.log", workers=2)
+    with ExitStack() as cleanup:
+        cleanup.callback(hq.cleanup)
+        hq.start(wait=False)
+        wait_for(lambda: "waiting for the broker" in hq.log_text() or not hq.running()
+                 or READY_LINE in hq.log_text(),
+                 HEALTH_TIMEOUT_S, "edge-hq serve to say it waits for the broker")
+        assert hq.running(), hq.log_tail()
+        assert READY_LINE not in hq.log_text(), "claims connected with the broker down:\n" \
+            + hq.log_tail()
+        assert "waiting for the broker" in hq.log_text(), hq.log_tail()
+        env.broker.start()
+        wait_for(lambda: READY_LINE in hq.log_text(), HEALTH_TIMEOUT_S,
+                 "edge-hq serve to report its workers connected")
+        assert f"2 ingest worker(s) connected to localhost:{env.broker.port}" in hq.log_text()
+        env.broker.stop()
+        wait_for(lambda: "lost the broker" in hq.log_text(), HEALTH_TIMEOUT_S,
+                 "edge-hq serve to report the lost broker")
+        assert hq.terminate() == 0, hq.log_tail()
+
+
+STALL_TICKETS = 100  # 500 outbox records: a few batches, drained in about a second
+HQ_AWAY_S = 5.0  # HQ stays away this long after the node published into the void
+MAX_PROBES_AWAY = 10  # paced probes in HQ_AWAY_S (HQ_PROBE_* delays give about 4-6)
+
+
+def count_publishes(agent: Agent, topic: str) -> list[float]:
+    """Times of the agent's publishes on `topic` from now on (wraps the real link's publish)."""
+    times: list[float] = []
+    real = agent.link.publish
+
+    def publish(to: str, payload: bytes, *args: Any, **kwargs: Any) -> bool:
+        if to == topic:
+            times.append(time.monotonic())
+        return real(to, payload, *args, **kwargs)
+
+    agent.link.publish = publish  # type: ignore[method-assign]
+    return times
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restart", ["broker and hq", "hq"])
+def test_node_resends_soon_after_hq_is_back(tmp_path: Path, env: SyncEnv, node: Node,
+                                            restart: str, record_property: Any) -> None:
+    """HQ (and the broker) restart; the node publishes while HQ's subscription is missing.
+
+    Mosquitto answers those batches with PUBACK 0x10 (no matching subscribers): nobody got
+    them. The node must send again soon after HQ is back, not only when ACK_TIMEOUT_S
+    expires. Measured: from `edge-hq serve` reporting its worker connected to the whole
+    backlog acknowledged, with the real ACK_TIMEOUT_S and a real `edge-hq serve`.
+    """
+    identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
+    env.broker.start()
+    app = create_app(node)
+    token = app_login(app)
+    port = NodeOutbox(node)
+    hq = HQProcess(env, tmp_path / "hq.log")
+    with ExitStack() as cleanup:
+        cleanup.callback(hq.cleanup)
+        hq.start()
+        agent = Agent(port, identity, __version__)
+        agent.start()
+        cleanup.callback(agent.stop)
+        acked = set(issue_now(app, token, 5))
+        wait_until_synced(lambda: port.stats()["count"], "before the restart")
+        assert hq.terminate() == 0, hq.log_tail()
+        if restart == "broker and hq":
+            env.broker.stop()
+        sent = agent.bytes_sent
+        acked.update(issue_now(app, token, STALL_TICKETS))
+        agent.wake()
+        if restart == "broker and hq":
+            env.broker.start()
+        wait_for(lambda: agent.bytes_sent > sent, PROGRESS_TIMEOUT_S,
+                 "the node to publish while HQ is away")
+        publishes = count_publishes(agent, topics.up(node.node_id))
+        time.sleep(HQ_AWAY_S)
+        probes = len(publishes)
+        hq.start()
+        back = time.monotonic()
+        wait_until_synced(lambda: port.stats()["count"], f"after the {restart} restart")
+        stall = time.monotonic() - back
+        assert hq.terminate() == 0, hq.log_tail()
+    assert_converged(node.reader(), env.hq_url, node.node_id, acked, restart)
+    print(f"{restart} restart: backlog acknowledged {stall:.1f} s after HQ was back "
+          f"(ACK_TIMEOUT_S {agent_module.ACK_TIMEOUT_S:.0f} s); {probes} publishes in "
+          f"{HQ_AWAY_S:.0f} s while HQ was away")
+    record_property("stall_s", round(stall, 1))
+    record_property("publishes_while_hq_away", probes)
+    assert stall < agent_module.ACK_TIMEOUT_S / 3, f"{stall:.1f} s stall after HQ was back"
+    assert probes <= MAX_PROBES_AWAY, f"{probes} publishes in {HQ_AWAY_S} s while HQ was away"

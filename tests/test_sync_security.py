@@ -126,3 +126,29 @@ def test_broker_admin_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str)
         worker.stop()
         admin.close()
         broker.stop()
+
+
+def test_link_hears_no_matching_subscribers(broker: TLSBroker) -> None:
+    """MqttLink hands each QoS 1 publish its PUBACK code: 0x10 while HQ is not subscribed."""
+    from sync.transport import LinkConfig, MqttLink
+
+    ident = broker.identity("NAAAAA")
+    link = MqttLink(LinkConfig("NAAAAA", "localhost", broker.port, str(broker.cafile),
+                               str(ident.certfile), str(ident.keyfile)), lambda t, p: None)
+    link.start()
+    codes: list[int] = []
+    try:
+        assert link.wait_connected(10)
+        assert link.publish(topics.up("NAAAAA"), b"x", qos=1, on_puback=codes.append)
+        wait_for(lambda: len(codes) == 1, 10, "the PUBACK with no subscriber")
+        hq = Probe(broker, broker.identity("hq"))
+        hq.client.subscribe(topics.HQ_UP_SUBSCRIPTION, qos=1)
+        time.sleep(0.5)
+        for _ in range(20):  # many: some PUBACKs may beat publish() back
+            assert link.publish(topics.up("NAAAAA"), b"x", qos=1, on_puback=codes.append)
+        wait_for(lambda: len(codes) == 21, 10, "the PUBACKs with HQ subscribed")
+        hq.close()
+        assert codes == [0x10] + [0] * 20
+        assert not link._awaiting and not link._early  # every PUBACK reached its publisher
+    finally:
+        link.stop()

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from certs.authority import AuthorityError, init_authority, open_authority
 from certs.broker import BrokerPaths, acl_text, mosquitto_conf
 from certs.enroll import EnrollError, fingerprint, read_json
+from certs.hostnames import names_host, server_names
 from certs.pki import write_private
 
 DEFAULT_KEYS = "./var-hq/keys"
@@ -67,6 +69,7 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     host, _, port = broker.rpartition(":")
     if not host or not port.isdigit():
         raise click.ClickException("--broker must be HOST:PORT")
+    _check_broker_name(Path(keys_dir), host, port)
     try:
         data = read_json(Path(request), "enrollment request")
         bundle = sign_request(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), data,
@@ -76,6 +79,31 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
     write_private(target, json.dumps(bundle, indent=2).encode())
     click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
+
+
+def _check_broker_name(keys: Path, host: str, port: str) -> None:
+    """Refuse a --broker host the broker certificate does not name: the node could never connect.
+
+    The node checks the broker's certificate against the host in its bundle, as any TLS
+    client does; only the broker certificate of this key directory can be checked here.
+    """
+    path = keys / "broker.pem"
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        click.echo(f"warning: cannot read {path}; not checked that the broker certificate "
+                   f"is valid for {host}", err=True)
+        return
+    if names_host(cert, host):
+        return
+    names = server_names(cert)
+    listed = ", ".join(names) or "no name at all"
+    hint = f" (e.g. --broker {names[0]}:{port})" if names else ""
+    raise click.ClickException(
+        f"--broker {host}: the broker certificate {path} is valid for {listed}, not {host}; "
+        f"a node given this address could never connect. Sign with a name the certificate "
+        f"holds{hint}, or first re-issue the broker certificate with {host} among its names. "
+        "Nothing was signed.")
 
 
 @node.command("revoke")
