@@ -30,6 +30,10 @@ RESUME_MARGIN_SEQS = 10_000
 RESTORE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+class ResumeError(ValueError):
+    """A resume request HQ cannot answer (its answer would leave the seq space)."""
+
+
 @dataclass(frozen=True)
 class ResumeRequest:
     """What a restored node sends: the seq it was restored at and its restore id."""
@@ -42,8 +46,9 @@ def parse_request(body: Any) -> ResumeRequest:
     """Check a resume request body; ValueError when malformed."""
     seq = body.get("restored_seq") if isinstance(body, dict) else None
     rid = body.get("restore_id") if isinstance(body, dict) else None
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValueError("resume needs a non-negative restored_seq")
+    if not envelope.valid_seq(seq, lowest=0) or seq > envelope.MAX_SEQ - RESUME_MARGIN_SEQS:
+        raise ValueError(f"resume needs a restored_seq within "
+                         f"0..{envelope.MAX_SEQ - RESUME_MARGIN_SEQS}")
     if not isinstance(rid, str) or not RESTORE_ID.match(rid):
         raise ValueError("resume needs a 32-hex restore_id")
     return ResumeRequest(seq, rid)
@@ -63,6 +68,8 @@ def reserve(tx: HQDatabase, node_id: str, request: ResumeRequest) -> tuple[int, 
         return acked, int(known[0])
     seen = tx.execute("SELECT max(seq) FROM hq_seen WHERE node_id = ?", [node_id]).fetchone()
     resume_seq = max(acked, int(seen[0] or 0), request.restored_seq) + RESUME_MARGIN_SEQS
+    if resume_seq > envelope.MAX_SEQ:
+        raise ResumeError("no seqs left above what HQ has seen from this node")
     _mark_seen(tx, node_id, max(acked, request.restored_seq) + 1, resume_seq)
     tx.execute("INSERT INTO hq_meta (key, value) VALUES (?, ?)", [key, str(resume_seq)])
     return acked, resume_seq
