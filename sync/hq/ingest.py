@@ -28,7 +28,7 @@ from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
 from sync.hq import resume
 from sync.hq.db import HQDatabase
-from sync.merge import State, merge, policy_for
+from sync.merge import State, merge, node_writes, policy_for
 
 log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
@@ -199,6 +199,9 @@ class Ingest:
             problem = _record_problem(record, first, last, node_id)
             if problem:
                 raise Rejected("bad_record", problem, node_id)
+            if not node_writes(record["tbl"]):
+                raise Rejected("not_owned", f"a node may not write table {record['tbl']} "
+                               "(HQ owns it)", node_id)
         return body
 
     def _apply(self, tx: HQDatabase, node_id: str, records: list[dict[str, Any]]) -> Outcome:
