@@ -277,7 +277,7 @@ class CapturingWorker(Worker):
         super()._on_message(topic, payload)
 
 
-def hq_acked(conn: sqlite3.Connection, node_id: str) -> int:
+def hq_acked(conn: HQDatabase, node_id: str) -> int:
     """HQ's committed cumulative ack for the node."""
     row = conn.execute("SELECT acked_seq FROM hq_nodes WHERE node_id = ?", [node_id]).fetchone()
     return int(row[0]) if row else 0
@@ -288,7 +288,7 @@ def catch_up(site: Site, label: str) -> dict[str, Any]:
     worker = CapturingWorker(site.env.hq_url, site.env.hq, "localhost", site.broker.port)
     worker.start()
     child = None
-    hq = sqlite3.connect(site.env.hq_url.removeprefix("sqlite:///"))
+    hq = HQDatabase(site.env.hq_url)  # encrypted: opened with its key file
     try:
         if not worker.link.wait_connected(30):
             raise SystemExit("the HQ worker could not connect to the broker")

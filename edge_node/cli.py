@@ -269,23 +269,21 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
     """
     from pathlib import Path
 
-    from edge_node.retire import note_exported
-    from edge_node.sync_port import NodeOutbox
-    from sync.bundle import BundleError, export_outbox
+    from edge_node.sync_port import NodeOutbox, export_bundle
+    from sync.bundle import BundleError
+    from sync.identity import IdentityError
 
     with opened_node(ctx) as node:
-        identity = _node_identity(node)
-        port = NodeOutbox(node)
-        backlog = port.stats()["count"]
+        _node_identity(node)  # not enrolled or unusable keys: say so before the progress bar
+        backlog = NodeOutbox(node).stats()["count"]
         try:
             with click.progressbar(length=max(backlog, 1), label="exporting") as bar:
-                report = export_outbox(port, identity, Path(out_dir), bar.update)
-        except BundleError as exc:
+                report = export_bundle(node, Path(out_dir), bar.update)
+        except (BundleError, IdentityError) as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             raise click.ClickException(f"{out_dir}: cannot write the bundle "
                                        f"({exc.strerror})") from exc
-        note_exported(Path(node.settings["data_dir"]), report.last_seq)
     if report.first_seq is None:
         click.echo(f"nothing unsent; {report.path} carries only the downstream ack")
         return

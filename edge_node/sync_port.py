@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -21,6 +23,9 @@ from edge_node.errors import EdgeError
 from edge_node.ids import parse_iso
 from edge_node.node import Node
 from sync.changes import iter_changes
+
+if TYPE_CHECKING:
+    from sync.bundle import ExportReport
 
 log = logging.getLogger(__name__)
 ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
@@ -192,6 +197,29 @@ class NodeOutbox:
         return {**self.stats(), "acked_seq": self.acked_seq(), "down_seq": self.down_seq(),
                 "last_ack_at": last_ack[0] if last_ack else None, "link": state,
                 "link_since": since or None}
+
+
+def export_bundle(node: Node, directory: Path,
+                  progress: Callable[[int], None] | None = None) -> ExportReport:
+    """Write the unacknowledged outbox to a bundle in `directory` and record the export.
+
+    The one export for the CLI, the API and the UI (they only format the
+    report): recording the highest exported seq is what lets `retire` and
+    re-enrolment count those records as carried away. Raises
+    sync.bundle.BundleError (not enrolled, bad target, limits),
+    sync.identity.IdentityError (unusable keys) or OSError.
+    """
+    from edge_node.retire import note_exported
+    from edge_node.sync_runtime import is_enrolled, sync_dir
+    from sync.bundle import BundleError, export_outbox
+    from sync.identity import load_node_identity
+
+    if not is_enrolled(node.settings):
+        raise BundleError("not_enrolled", "node is not enrolled: run `edge-node enroll` first")
+    identity = load_node_identity(sync_dir(node.settings), node.node_id)
+    report = export_outbox(NodeOutbox(node), identity, directory, progress)
+    note_exported(Path(node.settings["data_dir"]), report.last_seq)
+    return report
 
 
 def restore_point(db: Database) -> tuple[int, str] | None:

@@ -63,9 +63,19 @@ def seal_down_ack(identity: NodeIdentity, down_seq: int) -> bytes:
 
 
 def ack_seq_of(body: Any) -> int | None:
-    """The cumulative seq in HQ's ack body, or None when it has none."""
+    """The cumulative seq in HQ's ack body, or None when it has none (or one out of range)."""
     seq = body.get("acked_seq") if isinstance(body, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    return seq if envelope.valid_seq(seq, lowest=0) else None
+
+
+def down_items_problem(body: Any) -> str | None:
+    """Why a downstream body is unusable (not a list, an item without a valid seq), or None."""
+    if not isinstance(body, list):
+        return "downstream body is not a list"
+    for item in body:
+        if not isinstance(item, dict) or not envelope.valid_seq(item.get("seq")):
+            return f"downstream item without a seq within 1..{envelope.MAX_SEQ}"
+    return None
 
 
 def down_seqs(body: Any) -> list[int]:
@@ -77,11 +87,10 @@ def down_seqs(body: Any) -> list[int]:
 
 def apply_down_items(port: DownTarget, body: Any) -> int:
     """Apply downstream items in seq order, stopping at a gap; returns how many were new."""
-    items = body if isinstance(body, list) else []
+    items = [i for i in body if isinstance(i, dict) and envelope.valid_seq(i.get("seq"))] \
+        if isinstance(body, list) else []
     applied = 0
-    for item in sorted(items, key=lambda i: i.get("seq", 0) if isinstance(i, dict) else 0):
-        if not isinstance(item, dict) or not isinstance(item.get("seq"), int):
-            continue
+    for item in sorted(items, key=lambda i: int(i["seq"])):
         current = port.down_seq()
         if item["seq"] <= current:
             continue

@@ -370,7 +370,11 @@ def _open_from_hq(data: bytes, identity: NodeIdentity, name: str,
         raise BundleError(exc.reason, f"{name}: envelope {index}: {exc.detail}{hint}; "
                           "nothing was applied") from exc
     if kind == "ack" and batches.ack_seq_of(body) is None:
-        raise BundleError("bad_body", f"{name}: envelope {index}: ack without a seq; "
+        raise BundleError("bad_body", f"{name}: envelope {index}: ack without a seq within "
+                          f"0..{envelope.MAX_SEQ}; nothing was applied")
+    problem = batches.down_items_problem(body) if kind == "down" else None
+    if problem:
+        raise BundleError("bad_body", f"{name}: envelope {index}: {problem}; "
                           "nothing was applied")
     return kind, body
 

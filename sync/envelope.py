@@ -19,7 +19,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import zstandard
 from cryptography.exceptions import InvalidSignature
@@ -34,6 +34,7 @@ MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 MAX_HEADER_BYTES = 4096
 MAX_BODY_BYTES = 32 * 1024 * 1024  # decompressed
 ZSTD_LEVEL = 6
+MAX_SEQ = 2**63 - 1  # seqs are stored as 64-bit signed integers (SQLite INTEGER, BIGINT)
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
 _INFO_PREFIX = b"khidmat/v1/envelope|"
 
@@ -84,8 +85,16 @@ def _decompress(data: bytes) -> Any:
         raise EnvelopeError("too_large", f"body expands beyond {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of thousands of digits
         raise EnvelopeError("bad_body", "body is not JSON") from exc
+    except RecursionError as exc:  # `[[[[…` deeper than the interpreter's stack
+        raise EnvelopeError("bad_body", "body nests too deeply") from exc
+
+
+def valid_seq(value: Any, lowest: int = 1) -> TypeGuard[int]:
+    """An int (not a bool) between `lowest` and MAX_SEQ: the only seqs anyone may store."""
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        lowest <= value <= MAX_SEQ
 
 
 def seal(header: dict[str, Any], payload: Any, signer: ec.EllipticCurvePrivateKey,

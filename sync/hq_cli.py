@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from sync.hq.db import HQDatabase
+from sync.hq.db import HQDatabase, StoreError
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
@@ -32,6 +32,8 @@ def _db(url: str) -> HQDatabase:
     """Open the store or fail with one line."""
     try:
         return HQDatabase(url)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
     except Exception as exc:
         raise click.ClickException(f"cannot open HQ store {url.split('@')[-1]}: "
                                    f"{type(exc).__name__}") from exc

@@ -44,11 +44,23 @@ POLICIES: dict[str, Policy] = {
     "applications": Policy("lattice", "status", APPLICATION_RANKS),
 }
 OWNED = Policy("owned")
+# The tables a node may write (DESIGN.md "Ownership and merge"): everything else — catalog,
+# staff accounts, center config, revocations — is HQ's, and HQ refuses it from a node.
+NODE_WRITABLE: frozenset[str] = frozenset({
+    "citizens", "visits", "tickets", "ticket_services", "ticket_events", "counters",
+    "applications", "feedback", "volunteers", "volunteer_shifts", "audit_log",
+    "kpi_snapshots",
+})
 
 
 def policy_for(table: str) -> Policy:
     """The policy of `table` (node-owned unless listed)."""
     return POLICIES.get(table, OWNED)
+
+
+def node_writes(table: str) -> bool:
+    """Whether a node may send records of `table` (HQ-owned tables are never accepted)."""
+    return table in NODE_WRITABLE
 
 
 LOSERS_KEPT = 20  # overwritten values remembered per field, for conflict review

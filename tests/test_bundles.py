@@ -473,3 +473,31 @@ def test_cli_export_needs_enrollment(node: Node, tmp_path: Path) -> None:
     """A node without sync keys says so."""
     assert_one_line_error(run_node(node, "sync", "export", "--out", str(tmp_path)),
                           "not enrolled")
+
+
+def test_cli_import_ack_refuses_out_of_range_or_mixed_seqs(
+        env: SyncEnv, node: Node, identity: NodeIdentity, usb: Path) -> None:
+    """An HQ-signed ack past 64 bits, or down items whose seqs mix types: one clear error line,
+    nothing applied (the good ack before them included)."""
+    issue_tickets(node, 2)
+    port = NodeOutbox(node)
+    last = port.stats()["last_seq"]
+    ack = ack_envelope(node.node_id, last, env.hq.sign_key)
+    node_public = identity.hpke_private.public_key()
+
+    def down(items: list[dict[str, Any]]) -> bytes:
+        head = {"kind": "down", "node": node.node_id, "first_seq": 1, "last_seq": 2}
+        return envelope.seal(head, items, env.hq.sign_key, node_public)
+
+    staff = {"kind": "staff", "payload": {"accounts": []}}
+    cases = {
+        "huge_ack": ack_envelope(node.node_id, 2**63 + 1, env.hq.sign_key),
+        "mixed": down([{"seq": 1, **staff}, {"seq": "2", **staff}]),
+        "huge_down": down([{"seq": 2**63 + 1, **staff}]),
+        "bool_down": down([{"seq": True, **staff}]),
+    }
+    for name, bad in cases.items():
+        path = write_bundle(usb, f"{name}.keb", [ack, bad])
+        result = run_node(node, "sync", "import-ack", str(path))
+        assert_one_line_error(result, "nothing was applied")
+        assert (port.acked_seq(), port.down_seq(), port.stats()["count"]) == (0, 0, last), name

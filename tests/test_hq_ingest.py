@@ -162,6 +162,33 @@ def test_hostile_payloads_are_quarantined(hq_db: HQDatabase) -> None:
     assert ingest.handle("t", good, "NAAAAA").acked_seq == 5  # worker still fine
 
 
+@pytest.mark.parametrize("table", ["staff", "services", "agencies", "node_meta", "sessions"])
+def test_a_node_cannot_write_hq_owned_tables(hq_db: HQDatabase, table: str) -> None:
+    """A validly signed batch carrying a table HQ owns (staff accounts, the catalog, …) or
+    that never leaves the node is quarantined as not_owned; none of it applies."""
+    node = make_node(hq_db, "NAAAAA")
+    ingest = Ingest(hq_db, HQ_KEY)
+    evil = {"seq": 3, "hlc": hlc(3, "NAAAAA"), "tbl": table, "pk": "s-evil", "op": "insert",
+            "data": {"id": "s-evil", "username": "boss", "role": "admin"}}
+    records = [*tickets("NAAAAA", 1, 2), evil]
+    outcome = ingest.handle("t", node.batch(records), "NAAAAA")
+    assert outcome.quarantined == "not_owned"
+    reason, detail = hq_db.execute("SELECT reason, detail FROM hq_quarantine").fetchone()
+    assert reason == "not_owned" and table in detail
+    assert count(hq_db, "SELECT count(*) FROM hq_records") == 0
+    assert count(hq_db, "SELECT acked_seq FROM hq_nodes") == 0
+
+
+def test_every_table_the_node_syncs_is_one_it_may_write() -> None:
+    """The node's captured tables and HQ's ownership table agree, and HQ-owned ones are out."""
+    from edge_node.store.schema import SYNCED_TABLES
+    from sync.merge import NODE_WRITABLE
+
+    assert set(SYNCED_TABLES) == NODE_WRITABLE
+    assert not NODE_WRITABLE & {"staff", "services", "agencies", "documents",
+                                "priority_classes"}
+
+
 def _audit_records(node: str, n: int, tamper: int | None = None) -> list[dict[str, Any]]:
     """A valid audit chain of n entries as outbox records (optionally one tampered)."""
     out, prev = [], GENESIS_HASH

@@ -18,7 +18,7 @@ from edge_node import __version__
 from edge_node.config import SETTINGS
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
 from edge_node.sync_port import NodeOutbox
-from edge_node.sync_runtime import is_enrolled, sync_dir
+from edge_node.sync_runtime import is_enrolled
 from local_ui import live
 from local_ui.security import node, screen
 from local_ui.web import back, render
@@ -60,8 +60,9 @@ def sync_live() -> Response:
 @screen(SYNC_READERS)
 def export() -> Any:
     """Everything HQ has not acknowledged as one bundle file, downloaded for the USB stick."""
-    from sync.bundle import BundleError, export_outbox
-    from sync.identity import IdentityError, load_node_identity
+    from edge_node.sync_port import export_bundle
+    from sync.bundle import BundleError
+    from sync.identity import IdentityError
 
     n = node()
     if not is_enrolled(n.settings):
@@ -69,9 +70,8 @@ def export() -> Any:
               "error")
         return back("upkeep.sync")
     try:
-        identity = load_node_identity(sync_dir(n.settings), n.node_id)
         with tempfile.TemporaryDirectory() as tmp:
-            report = export_outbox(NodeOutbox(n), identity, Path(tmp))
+            report = export_bundle(n, Path(tmp))
             data = report.path.read_bytes()
             name = report.path.name
     except (BundleError, IdentityError, ValueError, OSError) as exc:

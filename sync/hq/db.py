@@ -2,16 +2,32 @@
 
 SQL is written once with `?` placeholders and portable types; for PostgreSQL
 the placeholders become `%s`. Each unit of work is one transaction.
+
+HQ holds every center's data, so the SQLite store is encrypted with SQLCipher
+(as on the node) under a raw 256-bit key kept in `<db>.key` beside it (hex,
+mode 0600), made together with the store on first open; the store file is
+0600 and a directory made for it 0700 (an existing one others can write to is
+refused). A key file that group or others can read, or a store without its
+key, is refused. PostgreSQL encrypts nothing itself: a
+connection to another host must ask for TLS (`sslmode=require` or stricter),
+and disk encryption and a least-privilege role are the operator's
+(README "HQ store protection").
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import sqlcipher3
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hq_nodes (
@@ -40,6 +56,14 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
 ]
 RETRIES = 8
+KEY_SUFFIX = ".key"
+KEY_BYTES = 32
+TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
+LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+class StoreError(RuntimeError):
+    """The HQ store cannot be opened safely (key file, permissions, no TLS); one sentence."""
 
 
 class HQDatabase:
@@ -53,12 +77,10 @@ class HQDatabase:
         if self.dialect == "postgresql":
             import psycopg
 
+            require_tls(url)
             self.conn: Any = psycopg.connect(url, autocommit=True)
         else:
-            path = url.removeprefix("sqlite:///")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                        timeout=30)
+            self.conn = open_sqlcipher(Path(url.removeprefix("sqlite:///")))
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
         with self.transaction() as tx:
@@ -110,4 +132,79 @@ def _transient(exc: Exception) -> bool:
     code = getattr(exc, "sqlstate", None)
     if code in {"40001", "40P01"}:
         return True
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    return isinstance(exc, sqlite3.OperationalError | sqlcipher3.OperationalError) and \
+        "locked" in str(exc)
+
+
+def key_path(db_path: Path) -> Path:
+    """Where the store's SQLCipher key lives: `<db>.key` beside it."""
+    return db_path.with_name(db_path.name + KEY_SUFFIX)
+
+
+def open_sqlcipher(path: Path) -> Any:
+    """Open (creating on first use: 0700 directory, 0600 file, new key) the encrypted store."""
+    key_file = key_path(path)
+    if not path.exists():
+        _create_store(path, key_file)
+    key = _read_key(key_file)
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False,
+                              timeout=30)
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")  # raw key: no PBKDF2 on each open
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path}: cannot read the HQ store (wrong key file {key_file.name}, "
+                         "or not an encrypted HQ store)") from exc
+    return conn
+
+
+def _create_store(path: Path, key_file: Path) -> None:
+    """A new key file (0600, unless one exists) and an empty store file (0600), in a
+    private directory."""
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    mode = directory.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):  # others could swap the key file or the store
+        raise StoreError(f"{directory}: other users can write to this directory (mode "
+                         f"{oct(mode & 0o777)}); keep the HQ store in a directory of its own "
+                         f"with mode 0700 (chmod 700 {directory})")
+    if not key_file.exists():  # a key made ahead (e.g. from a systemd credential) is kept
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # WAL/SHM copy it
+
+
+def _read_key(key_file: Path) -> bytes:
+    """The 32-byte key, refusing a missing, malformed or group/world-readable file."""
+    try:
+        mode = key_file.stat().st_mode
+    except FileNotFoundError as exc:
+        raise StoreError(f"{key_file}: the HQ store's key file is missing (it was made "
+                         "with the store; restore it from the key backup)") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise StoreError(f"{key_file}: key file is readable by other users (mode "
+                         f"{oct(mode & 0o777)}); fix with: chmod 600 {key_file}")
+    try:
+        key = bytes.fromhex(key_file.read_text(encoding="ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"{key_file}: key file is malformed") from exc
+    if len(key) != KEY_BYTES:
+        raise StoreError(f"{key_file}: key file is malformed")
+    return key
+
+
+def require_tls(url: str) -> None:
+    """Refuse a PostgreSQL URL that would carry HQ's data to another host without TLS."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", [""])[0]
+    if host in LOCAL_HOSTS or host.startswith("/"):
+        return  # loopback or a Unix socket: nothing crosses a network
+    if query.get("sslmode", [""])[0] not in TLS_MODES:
+        raise StoreError(f"PostgreSQL at {host} without TLS: add ?sslmode=verify-full "
+                         "(or require) to the --db URL")

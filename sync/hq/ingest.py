@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -27,8 +28,9 @@ from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
 from sync.hq import resume
 from sync.hq.db import HQDatabase
-from sync.merge import State, merge, policy_for
+from sync.merge import State, merge, node_writes, policy_for
 
+log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
 OPS = ("insert", "update", "delete")
 MAX_RECORDS = 20_000
@@ -133,6 +135,12 @@ class Ingest:
         except Rejected as exc:
             quarantine(self.db, source, payload, exc)
             return Outcome(exc.node, quarantined=exc.reason)
+        except Exception as exc:  # a check we lack must not wedge the worker or the import
+            log.exception("unexpected failure handling an envelope; quarantined")
+            error = Rejected("internal_error", f"HQ failed on it: {type(exc).__name__}",
+                             topic_node)
+            quarantine(self.db, source, payload, error)
+            return Outcome(topic_node, quarantined=error.reason)
 
     def _handle(self, payload: bytes, topic_node: str | None) -> Outcome:
         """The checks, in order; raises Rejected."""
@@ -185,12 +193,16 @@ class Ingest:
         first, last = env.header.get("first_seq"), env.header.get("last_seq")
         if not isinstance(body, list) or not body or len(body) > MAX_RECORDS:
             raise Rejected("bad_body", "body must be a non-empty list of records", node_id)
-        if not isinstance(first, int) or not isinstance(last, int):
-            raise Rejected("bad_header", "header lacks the seq range", node_id)
+        if not (envelope.valid_seq(first) and envelope.valid_seq(last)) or first > last:
+            raise Rejected("bad_header", f"header seq range must lie within "
+                           f"1..{envelope.MAX_SEQ}", node_id)
         for record in body:
             problem = _record_problem(record, first, last, node_id)
             if problem:
                 raise Rejected("bad_record", problem, node_id)
+            if not node_writes(record["tbl"]):
+                raise Rejected("not_owned", f"a node may not write table {record['tbl']} "
+                               "(HQ owns it)", node_id)
         return body
 
     def _apply(self, tx: HQDatabase, node_id: str, records: list[dict[str, Any]]) -> Outcome:
@@ -236,17 +248,20 @@ class Ingest:
             raise Rejected(exc.reason, exc.detail, node_id) from exc
         except ValueError as exc:
             raise Rejected("bad_body", str(exc), node_id) from exc
-
-        def run(tx: HQDatabase) -> Outcome:
-            acked, resume_seq, more = resume.reserve(tx, node_id, request)
-            acked = _advance(tx, node_id, acked)
-            tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
-                       [acked, self.now(), node_id])
-            return Outcome(node_id, acked_seq=acked, resume_seq=resume_seq,
-                           restore_id=request.restore_id, resume_more=more)
-
-        outcome: Outcome = self.db.retrying(run)
+        try:
+            outcome: Outcome = self.db.retrying(lambda tx: self._reserve(tx, node_id, request))
+        except resume.ResumeError as exc:
+            raise Rejected("bad_body", str(exc), node_id) from exc
         return outcome
+
+    def _reserve(self, tx: HQDatabase, node_id: str, request: resume.ResumeRequest) -> Outcome:
+        """Answer a resume request in the caller's transaction."""
+        acked, resume_seq, more = resume.reserve(tx, node_id, request)
+        acked = _advance(tx, node_id, acked)
+        tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
+                   [acked, self.now(), node_id])
+        return Outcome(node_id, acked_seq=acked, resume_seq=resume_seq,
+                       restore_id=request.restore_id, resume_more=more)
 
     def _down_ack(self, env: envelope.Envelope, node_id: str) -> Outcome:
         """A node confirms the downstream messages it has applied."""
@@ -255,8 +270,9 @@ class Ingest:
         except envelope.EnvelopeError as exc:
             raise Rejected(exc.reason, exc.detail, node_id) from exc
         seq = body.get("down_seq") if isinstance(body, dict) else None
-        if not isinstance(seq, int) or seq < 0:
-            raise Rejected("bad_body", "ack needs a non-negative down_seq", node_id)
+        if not envelope.valid_seq(seq, lowest=0):
+            raise Rejected("bad_body", f"ack needs a down_seq within 0..{envelope.MAX_SEQ}",
+                           node_id)
 
         def run(tx: HQDatabase) -> None:
             from sync.hq.downstream import realign  # downstream imports this module
@@ -274,7 +290,7 @@ def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | N
     if not isinstance(record, dict):
         return "record is not an object"
     seq, tbl, pk, op = (record.get(k) for k in ("seq", "tbl", "pk", "op"))
-    if not isinstance(seq, int) or not first <= seq <= last:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not first <= seq <= last:
         return "record seq outside the batch range"
     if not isinstance(tbl, str) or not TABLE_NAME.match(tbl):
         return "record table name invalid"
@@ -349,6 +365,8 @@ def _audit_entry(tx: HQDatabase, node_id: str, data: dict[str, Any]) -> None:
     try:
         ok = entry_hash(data) == data.get("hash")
         seq, entry_id = int(data["seq"]), str(data["id"])
+        if not envelope.valid_seq(seq):
+            raise ValueError("audit seq out of range")
     except (KeyError, TypeError, ValueError):
         ok, seq, entry_id = False, -1, str(data.get("id"))
     tx.execute("INSERT INTO hq_audit (node_id, seq, entry_id, hash, prev_hash, hash_ok) "

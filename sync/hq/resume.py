@@ -46,6 +46,10 @@ RESUME_MARGIN_SEQS = 10_000
 RESTORE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+class ResumeError(ValueError):
+    """A resume request HQ cannot answer (its answer would leave the seq space)."""
+
+
 @dataclass(frozen=True)
 class ResumeRequest:
     """What a restored node sends: the seq it was restored at and its restore id."""
@@ -60,17 +64,17 @@ def parse_request(body: Any) -> ResumeRequest:
     """Check a resume request body; ValueError when malformed."""
     seq = body.get("restored_seq") if isinstance(body, dict) else None
     rid = body.get("restore_id") if isinstance(body, dict) else None
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValueError("resume needs a non-negative restored_seq")
+    if not envelope.valid_seq(seq, lowest=0) or seq > envelope.MAX_SEQ - RESUME_MARGIN_SEQS:
+        raise ValueError(f"resume needs a restored_seq within "
+                         f"0..{envelope.MAX_SEQ - RESUME_MARGIN_SEQS}")
     if not isinstance(rid, str) or not RESTORE_ID.match(rid):
         raise ValueError("resume needs a 32-hex restore_id")
     down = body.get("down_seq")
-    if down is not None and (not isinstance(down, int) or isinstance(down, bool) or down < 0):
-        raise ValueError("resume down_seq must be a non-negative integer")
+    if down is not None and not envelope.valid_seq(down, lowest=0):
+        raise ValueError(f"resume down_seq must be within 0..{envelope.MAX_SEQ}")
     epoch = body.get("epoch")
-    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)
-                              or epoch < 0):
-        raise ValueError("resume epoch must be a non-negative integer")
+    if epoch is not None and not envelope.valid_seq(epoch, lowest=0):
+        raise ValueError(f"resume epoch must be within 0..{envelope.MAX_SEQ}")
     return ResumeRequest(seq, rid, down, epoch)
 
 
@@ -96,6 +100,8 @@ def reserve(tx: HQDatabase, node_id: str, request: ResumeRequest
         return acked, int(answer.pop("resume_seq")), answer
     seen = tx.execute("SELECT max(seq) FROM hq_seen WHERE node_id = ?", [node_id]).fetchone()
     resume_seq = max(acked, int(seen[0] or 0), request.restored_seq) + RESUME_MARGIN_SEQS
+    if resume_seq > envelope.MAX_SEQ:
+        raise ResumeError("no seqs left above what HQ has seen from this node")
     _mark_seen(tx, node_id, max(acked, request.restored_seq) + 1, resume_seq)
     more: dict[str, Any] = {"audit_head": list(audit_head(tx, node_id)),
                             "epoch": request.epoch,

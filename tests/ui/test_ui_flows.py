@@ -7,6 +7,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,6 +143,29 @@ def test_sync_export_needs_enrollment(ui_client: Client) -> None:
     resp = post(client, "/sync/export")
     assert resp.status_code == 302
     assert "not enrolled" in client.get(resp.location).get_data(as_text=True)
+
+
+def test_ui_export_records_the_export_for_retire(ui_client: Client, node: Node,
+                                                tmp_path: Path) -> None:
+    """The bundle downloaded from /sync is recorded like `edge-node sync export`'s: retire's
+    check then counts its records as exported, not stranded."""
+    from edge_node.retire import readiness
+    from edge_node.sync_port import NodeOutbox
+    from tests.sync_env import SyncEnv
+    from tests.test_sync_e2e import issue_tickets
+    from tests.tls_broker import TLSBroker
+
+    SyncEnv(tmp_path, TLSBroker(tmp_path / "broker"), str(tmp_path / "hq.db")).enroll(
+        node.node_id, Path(node.settings["data_dir"]) / "sync")
+    client = ui_client("technician")  # logging in is audited: a record of its own
+    issue_tickets(node, 2)
+    last = NodeOutbox(node).stats()["last_seq"]
+    assert readiness(node.settings, node.keys).stranded == last
+    resp = post(client, "/sync/export")
+    assert resp.status_code == 200, resp.status_code
+    assert f"{node.node_id}-up-1-{last}.keb" in resp.headers["Content-Disposition"]
+    ready = readiness(node.settings, node.keys)
+    assert (ready.exported, ready.stranded) == (last, 0)
 
 
 @dataclass(frozen=True)
