@@ -783,8 +783,8 @@ def test_replayed_and_reordered_batches(env: SyncEnv, node: Node, seed: int,
     token = app_login(app)
     acked = set(issue_now(app, token, 60))
     with ExitStack() as cleanup:
-        admin = env.broker.identity("broker-admin")
-        capture = RawClient(env, "broker-admin", admin.certfile, admin.keyfile,
+        admin = env.broker.identity("wiretap")
+        capture = RawClient(env, "wiretap", admin.certfile, admin.keyfile,
                             f"{topics.ROOT}/node/+/up")
         cleanup.callback(capture.close)
         worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)

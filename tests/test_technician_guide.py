@@ -48,7 +48,8 @@ def test_zero_to_enrolled_node(tmp_path: Path) -> None:
               "--broker-host", "localhost", cwd=hq)
     fingerprint = re.search(r"CA fingerprint.*: ([0-9A-F:]+)", out)
     assert fingerprint, out
-    run("edge-hq", "broker-config", "--keys", "keys", "--out", "broker", "--port", str(port),
+    run("edge-hq", "--db", "hq.db", "broker-config", "--keys", "keys", "--out", "broker",
+        "--port", str(port),
         "--bind", "127.0.0.1", "--run-as", "root", cwd=hq)
     procs: list[subprocess.Popen[bytes]] = []
     try:
