@@ -113,11 +113,33 @@ def dynsec_json(node_ids: Iterable[str]) -> bytes:
     return (json.dumps(dynsec_config(node_ids), indent=2) + "\n").encode()
 
 
+def _tls_listener(paths: BrokerPaths, port: int, bind: str) -> list[str]:
+    """A TLS listener that demands a client certificate from the device CA."""
+    return [
+        "",
+        f"listener {port} {bind}",
+        "protocol mqtt",
+        f"cafile {paths.cafile}",
+        f"certfile {paths.certfile}",
+        f"keyfile {paths.keyfile}",
+        f"crlfile {paths.crlfile}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "tls_version tlsv1.2",
+    ]
+
+
 def mosquitto_conf(paths: BrokerPaths, port: int, bind: str = "0.0.0.0",  # noqa: S104
                    log_dest: str = "stderr", run_as: str = "mosquitto",
-                   plugin: Path | None = None) -> str:
-    """A mosquitto.conf with one TLS listener that demands a valid client certificate.
+                   plugin: Path | None = None, hq_port: int | None = None,
+                   hq_bind: str = "127.0.0.1") -> str:
+    """A mosquitto.conf: the nodes' TLS listener and, with `hq_port`, HQ's own listener.
 
+    On the nodes' listener the client id is the certificate CN
+    (`use_username_as_clientid`), whatever the client asks for, so a node can
+    never take over another node's session. HQ's workers share one certificate
+    and need distinct client ids, so they connect to a second listener bound to
+    `hq_bind` (loopback by default: nodes cannot reach it).
     `run_as` is the account mosquitto switches to when started as root; it must
     be able to read every file named here and write the persistence directory.
     """
@@ -136,17 +158,11 @@ def mosquitto_conf(paths: BrokerPaths, port: int, bind: str = "0.0.0.0",  # noqa
         "log_type error",
         "log_type warning",
         "log_type notice",
-        "",
-        f"listener {port} {bind}",
-        "protocol mqtt",
-        f"cafile {paths.cafile}",
-        f"certfile {paths.certfile}",
-        f"keyfile {paths.keyfile}",
-        f"crlfile {paths.crlfile}",
-        "require_certificate true",
-        "use_identity_as_username true",
-        "tls_version tlsv1.2",
+        *_tls_listener(paths, port, bind),
+        "use_username_as_clientid true",
     ]
+    if hq_port is not None:
+        lines += _tls_listener(paths, hq_port, hq_bind)
     if paths.persistence_dir is not None:
         lines[2:2] = ["persistence true", f"persistence_location {paths.persistence_dir}/"]
     return "\n".join(lines) + "\n"
@@ -199,7 +215,8 @@ def _directory(path: Path, mode: int, owner: Owner, own: bool = False) -> None:
 
 
 def write_broker_dir(keys: Path, out: Path, owner: Owner, port: int, bind: str,
-                     node_ids: Iterable[str]) -> BrokerPaths:
+                     node_ids: Iterable[str], hq_port: int | None = None,
+                     hq_bind: str = "127.0.0.1") -> BrokerPaths:
     """Lay out everything Mosquitto reads, readable by its group only, outside the 0700 key
     directory: copies of the CA and broker certificates, the broker key (0640), the CRL,
     the dynamic-security file, the config, and a persistence directory it owns (0700)."""
@@ -211,7 +228,8 @@ def write_broker_dir(keys: Path, out: Path, owner: Owner, port: int, bind: str,
     _install(paths.keyfile, (keys / "broker.key").read_bytes(), 0o640, owner)
     _install(paths.dynsec_file, dynsec_json(node_ids), 0o640, owner)
     _install(out / "mosquitto.conf",
-             mosquitto_conf(paths, port, bind, run_as=owner.user).encode(), 0o640, owner)
+             mosquitto_conf(paths, port, bind, run_as=owner.user, hq_port=hq_port,
+                            hq_bind=hq_bind).encode(), 0o640, owner)
     assert paths.persistence_dir is not None
     _directory(paths.persistence_dir, 0o700, owner, own=True)
     _remember(keys, out, owner.user)

@@ -36,18 +36,21 @@ def broker(tmp_path: Path) -> Iterator[TLSBroker]:
 class Probe:
     """A raw paho client as some identity, recording what happens."""
 
-    def __init__(self, broker: TLSBroker, ident: Identity) -> None:
-        """Connect with the identity's certificate."""
+    def __init__(self, broker: TLSBroker, ident: Identity, client_id: str | None = None) -> None:
+        """Connect with the identity's certificate (and the client id it asks for)."""
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
         self.event = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.name,
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or ident.name, protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(broker.cafile), certfile=str(ident.certfile),
                             keyfile=str(ident.keyfile))
         self.subacks: dict[int, list[int]] = {}
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.client.on_publish = self._on_publish
+        self.disconnects = 0
+        self.client.on_disconnect = lambda *args: setattr(self, "disconnects",
+                                                          self.disconnects + 1)
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.__setitem__(
             mid, [int(getattr(code, "value", code)) for code in codes])
         self.client.connect("localhost", broker.port)
@@ -131,6 +134,26 @@ def test_node_subscriptions_are_refused_at_subscribe_time(broker: TLSBroker) -> 
             probe.close()
 
 
+def test_node_cannot_take_over_another_nodes_client_id(broker: TLSBroker) -> None:
+    """A asks for B's client id: the broker gives A its own (the CN); B stays connected
+    and still gets what HQ sends it."""
+    b = Probe(broker, broker.identity("NBBBBB"))
+    hq = Probe(broker, broker.identity("hq"))
+    rogues = []
+    try:
+        assert b.subscribe_code(topics.down("NBBBBB")) < 0x80
+        ident = broker.identity("NAAAAA")
+        for _ in range(3):
+            rogues.append(Probe(broker, ident, client_id="NBBBBB"))
+        time.sleep(1.0)
+        assert b.disconnects == 0 and b.client.is_connected()
+        assert hq.publish_code(topics.down("NBBBBB")) < 0x80
+        wait_for(lambda: len(b.messages) == 1, 10, "B to receive its down message")
+    finally:
+        for probe in (*rogues, b, hq):
+            probe.close()
+
+
 def test_revoked_node_is_shut_out(broker: TLSBroker) -> None:
     """After revocation the broker refuses the node's certificate; others still connect."""
     a, b = broker.identity("NAAAAA"), broker.identity("NBBBBB")
@@ -151,7 +174,7 @@ def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> N
     node.write(lambda db: citizens.register(db, node.keys, cnic=CNIC, name=NAME, phone=PHONE,
                                             id_kind="cnic", actor=actor, now=node.timestamp()))
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
-    worker = Worker(hq_url, env.hq, "localhost", broker.port)
+    worker = Worker(hq_url, env.hq, "localhost", broker.hq_port)
     worker.start()
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()

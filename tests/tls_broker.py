@@ -62,6 +62,7 @@ class TLSBroker:
 
     root: Path
     port: int = field(default_factory=free_port)
+    hq_port: int = field(default_factory=free_port)  # HQ's listener (workers share a cert)
     process: subprocess.Popen[bytes] | None = None
     revoked: list[int] = field(default_factory=list)
 
@@ -86,7 +87,7 @@ class TLSBroker:
         self.write_crl()
         self.conf = self.root / "mosquitto.conf"
         self.conf.write_text(mosquitto_conf(self.paths, self.port, bind="127.0.0.1",
-                                             run_as=getpass.getuser()))
+                                             run_as=getpass.getuser(), hq_port=self.hq_port))
 
     def write_crl(self) -> None:
         """(Re)write the CRL with the revoked serials."""

@@ -134,11 +134,15 @@ def _refresh_brokers(keys: Path, db_url: str) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True)
 @click.option("--bind", default="0.0.0.0", show_default=True,  # noqa: S104
               help="Listen address.")
+@click.option("--hq-port", type=click.IntRange(1, 65535), default=8884, show_default=True,
+              help="HQ's own listener (`edge-hq serve --broker HOST:HQ-PORT`).")
+@click.option("--hq-bind", default="127.0.0.1", show_default=True,
+              help="HQ listener address; keep it off the nodes' network.")
 @click.option("--run-as", default="mosquitto", show_default=True,
               help="Account mosquitto runs as: its group may read the files, it owns persist/.")
 @click.pass_context
 def broker_config(ctx: click.Context, keys_dir: str, out_dir: str, port: int, bind: str,
-                  run_as: str) -> None:
+                  hq_port: int, hq_bind: str, run_as: str) -> None:
     """Write a Mosquitto config: TLS, client certificates, CRL, per-node access control.
 
     The broker gets its own copies of the CA and broker certificates, the broker key
@@ -151,7 +155,8 @@ def broker_config(ctx: click.Context, keys_dir: str, out_dir: str, port: int, bi
     if not (keys / "broker.pem").exists():
         raise click.ClickException(f"{keys}: no broker certificate; run `edge-hq ca init`")
     try:
-        write_broker_dir(keys, out, Owner.of(run_as), port, bind, _active_nodes(ctx.obj["db"]))
+        write_broker_dir(keys, out, Owner.of(run_as), port, bind, _active_nodes(ctx.obj["db"]),
+                         hq_port, hq_bind)
     except (BrokerConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out / 'mosquitto.conf'} and the files it names "
