@@ -53,9 +53,10 @@ class Authority:
         _write_public(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, csr: x509.CertificateSigningRequest, *, server_names: list[str] | None = None,
-              days: int = pki.NODE_DAYS) -> x509.Certificate:
+              days: int = pki.NODE_DAYS, signing_only: bool = False) -> x509.Certificate:
         """Sign a CSR with the device CA."""
-        return pki.issue(self.ca_key, self.ca_cert, csr, server_names=server_names, days=days)
+        return pki.issue(self.ca_key, self.ca_cert, csr, server_names=server_names, days=days,
+                         signing_only=signing_only)
 
     def sign_key(self) -> ec.EllipticCurvePrivateKey:
         """HQ's signing key."""
@@ -82,11 +83,12 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _issue_pair(auth: Authority, name: str, common_name: str,
-                server_names: list[str] | None = None) -> None:
-    """A key and certificate for one of HQ's own identities."""
+                server_names: list[str] | None = None, signing_only: bool = False) -> None:
+    """A key and certificate for one of HQ's own identities, with only the use it needs."""
     key = pki.new_key()
     cert = auth.issue(pki.make_csr(key, common_name, "Khidmat Edge HQ"),
-                      server_names=server_names, days=pki.CA_DAYS // 3)
+                      server_names=server_names, days=pki.CA_DAYS // 3,
+                      signing_only=signing_only)
     pki.write_private(auth.directory / f"{name}.key", pki.key_pem(key))
     _write_public(auth.directory / f"{name}.pem", pki.cert_pem(cert))
 
@@ -101,7 +103,7 @@ def init_authority(directory: Path, broker_names: list[str]) -> Authority:
     pki.write_private(directory / "ca.key", pki.key_pem(ca_key))
     _write_public(directory / "ca.pem", pki.cert_pem(ca_cert))
     auth = Authority(directory, ca_key, ca_cert)
-    _issue_pair(auth, "hq-sign", "hq-sign")
+    _issue_pair(auth, "hq-sign", "hq-sign", signing_only=True)
     _issue_pair(auth, "hq", "hq")
     _issue_pair(auth, "broker", broker_names[0], server_names=broker_names)
     hpke = x25519.X25519PrivateKey.generate()

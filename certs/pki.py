@@ -19,6 +19,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 NODE_DAYS = 730  # must outlast the longest offline period; renew at 2/3 of life
 CRL_DAYS = 30
+# RFC 9336 id-kp-documentSigning: HQ's signing certificate signs bundles and envelopes and
+# must not pass as a TLS client (OpenSSL refuses a client whose EKU lacks clientAuth).
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -96,18 +99,23 @@ def make_csr(key: ec.EllipticCurvePrivateKey, common_name: str,
 
 def issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
           csr: x509.CertificateSigningRequest, *, server_names: list[str] | None = None,
-          days: int = NODE_DAYS, not_before: dt.datetime | None = None) -> x509.Certificate:
-    """Sign a CSR: a client certificate, or a server one when `server_names` is given."""
+          days: int = NODE_DAYS, not_before: dt.datetime | None = None,
+          signing_only: bool = False) -> x509.Certificate:
+    """Sign a CSR: a TLS client certificate, a server one when `server_names` is given, or,
+    with `signing_only`, one that signs documents and can open no TLS session."""
     if not csr.is_signature_valid:
         raise ValueError("CSR signature is invalid")
     start = not_before or _now() - dt.timedelta(minutes=5)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+    usage = (DOCUMENT_SIGNING if signing_only else ExtendedKeyUsageOID.SERVER_AUTH
+             if server_names else ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
         .public_key(csr.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                     False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
             ca_key.public_key()), critical=False)
     )

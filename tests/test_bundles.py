@@ -361,7 +361,7 @@ def test_bundle_and_mqtt_together_never_duplicate(env: SyncEnv, node: Node,
     exported = bundle.export_outbox(port, identity, usb)
     half = exported.records // 2
     env.broker.start()
-    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.hq_port)
     applied: list[int] = []
     handle = worker.ingest.handle
 

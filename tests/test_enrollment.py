@@ -177,3 +177,65 @@ def test_ca_init_refuses_to_overwrite(fleet: dict[str, Any]) -> None:
     """A second `ca init` would orphan every node: refused."""
     result = fleet["runner"].invoke(hq_cli, ["ca", "init", "--keys", fleet["keys"]])
     assert result.exit_code == 1 and "exists already" in result.output
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback port."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _connects(port: int, keys: Path, name: str) -> bool:
+    """Whether the broker completes an MQTT session for HQ's `name` certificate."""
+    import paho.mqtt.client as mqtt
+
+    from tests.test_sync_e2e import wait_for
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name,
+                         protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=str(keys / "ca.pem"), certfile=str(keys / f"{name}.pem"),
+                   keyfile=str(keys / f"{name}.key"))
+    try:
+        client.connect("localhost", port)
+        client.loop_start()
+        wait_for(client.is_connected, 5, f"{name} to connect")
+        return True
+    except (AssertionError, OSError):
+        return False
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_hq_signing_certificate_cannot_open_a_broker_session(fleet: dict[str, Any]) -> None:
+    """hq-sign carries only documentSigning: the real TLS broker refuses it; hq connects."""
+    import getpass
+    import subprocess
+
+    from tests.tls_broker import MOSQUITTO, free_port
+
+    keys, out = Path(fleet["keys"]), fleet["tmp"] / "broker"
+    port, hq_port = free_port(), free_port()
+    result = fleet["runner"].invoke(hq_cli, [
+        "--db", fleet["db"], "broker-config", "--keys", str(keys), "--out", str(out),
+        "--port", str(port), "--bind", "127.0.0.1", "--hq-port", str(hq_port),
+        "--run-as", getpass.getuser()])
+    assert result.exit_code == 0, result.output
+    log = (fleet["tmp"] / "mosquitto.log").open("wb")
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(out / "mosquitto.conf")], stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        from tests.test_sync_e2e import wait_for
+        wait_for(lambda: _listening(hq_port) and _listening(port), 10, "the broker to listen")
+        assert _connects(hq_port, keys, "hq")
+        assert not _connects(hq_port, keys, "hq-sign")
+        assert not _connects(port, keys, "hq-sign")
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        log.close()

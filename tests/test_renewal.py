@@ -38,7 +38,7 @@ def test_certificate_renews_at_two_thirds_of_life(tmp_path: Path, node: Node, hq
     hq.execute("UPDATE hq_nodes SET cert_pem = ? WHERE node_id = ?",
                [pki.cert_pem(aging).decode(), node.node_id])
     broker.start()
-    worker = Worker(hq_url, env.hq, "localhost", broker.port)
+    worker = Worker(hq_url, env.hq, "localhost", broker.hq_port)
     worker.start()
     sync_agent = Agent(NodeOutbox(node), identity, __version__)
     assert sync_agent.renewal_due()

@@ -59,7 +59,7 @@ def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
 @pytest.fixture
 def worker(env: SyncEnv) -> Iterator[Worker]:
     """One HQ ingest worker on the broker."""
-    started = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+    started = Worker(env.hq_url, env.hq, "localhost", env.broker.hq_port)
     started.start()
     yield started
     started.stop()

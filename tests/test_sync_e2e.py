@@ -76,7 +76,7 @@ def test_offline_day_then_link(env: SyncEnv, node: Node) -> None:
     time.sleep(1.0)
     assert agent.status()["link"] == "offline"
     env.broker.start()
-    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.hq_port)
     worker.start()
     try:
         wait_for(lambda: port.stats()["count"] == 0, 90, "backlog to reach zero")
@@ -111,7 +111,7 @@ def test_downstream_catalog_and_staff(env: SyncEnv, node: Node) -> None:
                "role": "supervisor", "password_hash": PasswordHasher().hash("a-long-password"),
                "active": 1, "language": "ur", "version": 1}
     enqueue(hq, "staff", {"accounts": [account]}, node.node_id)
-    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+    worker = Worker(env.hq_url, env.hq, "localhost", env.broker.hq_port)
     worker.start()
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()

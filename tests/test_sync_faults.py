@@ -244,7 +244,7 @@ class HQProcess(Child):
         """Nothing runs until `start`."""
         super().__init__(f"edge-hq {worker_id}", log_path)
         self.args = [EDGE_HQ, "--db", env.hq_url, "serve", "--keys", str(env.hq_dir),
-                     "--broker", f"localhost:{env.broker.port}", "--workers", str(workers),
+                     "--broker", f"localhost:{env.broker.hq_port}", "--workers", str(workers),
                      "--worker-id", worker_id]
 
     def start(self, wait: bool = True) -> None:
@@ -661,7 +661,7 @@ class RawClient:
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.client.connect("localhost", env.broker.port)
+        self.client.connect("localhost", env.broker.hq_port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, f"{client_id} to connect")
         self.client.subscribe(subscribe, qos=1)
@@ -793,11 +793,11 @@ def test_replayed_and_reordered_batches(env: SyncEnv, node: Node, seed: int,
     token = app_login(app)
     acked = set(issue_now(app, token, 60))
     with ExitStack() as cleanup:
-        admin = env.broker.identity("broker-admin")
-        capture = RawClient(env, "broker-admin", admin.certfile, admin.keyfile,
+        admin = env.broker.identity("wiretap")
+        capture = RawClient(env, "wiretap", admin.certfile, admin.keyfile,
                             f"{topics.ROOT}/node/+/up")
         cleanup.callback(capture.close)
-        worker = Worker(env.hq_url, env.hq, "localhost", env.broker.port)
+        worker = Worker(env.hq_url, env.hq, "localhost", env.broker.hq_port)
         worker.start()
         cleanup.callback(worker.stop)
         agent = Agent(NodeOutbox(node), identity, __version__)

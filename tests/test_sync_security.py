@@ -36,17 +36,23 @@ def broker(tmp_path: Path) -> Iterator[TLSBroker]:
 class Probe:
     """A raw paho client as some identity, recording what happens."""
 
-    def __init__(self, broker: TLSBroker, ident: Identity) -> None:
-        """Connect with the identity's certificate."""
+    def __init__(self, broker: TLSBroker, ident: Identity, client_id: str | None = None) -> None:
+        """Connect with the identity's certificate (and the client id it asks for)."""
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
         self.event = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.name,
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or ident.name, protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(broker.cafile), certfile=str(ident.certfile),
                             keyfile=str(ident.keyfile))
+        self.subacks: dict[int, list[int]] = {}
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.client.on_publish = self._on_publish
+        self.disconnects = 0
+        self.client.on_disconnect = lambda *args: setattr(self, "disconnects",
+                                                          self.disconnects + 1)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.__setitem__(
+            mid, [int(getattr(code, "value", code)) for code in codes])
         self.client.connect("localhost", broker.port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, f"{ident.name} to connect")
@@ -61,6 +67,12 @@ class Probe:
         info = self.client.publish(topic, b"probe", qos=1)
         wait_for(lambda: info.mid in self.acks, 10, "PUBACK")
         return self.acks[info.mid]
+
+    def subscribe_code(self, topic: str) -> int:
+        """SUBACK reason code of a QoS 1 subscription."""
+        _, mid = self.client.subscribe(topic, qos=1)
+        wait_for(lambda: mid in self.subacks, 10, f"SUBACK for {topic}")
+        return self.subacks[mid][0]
 
     def close(self) -> None:
         """Disconnect."""
@@ -90,6 +102,58 @@ def test_node_cannot_touch_another_nodes_topics(broker: TLSBroker) -> None:
         hq.close()
 
 
+FORBIDDEN = [topics.HQ_UP_SUBSCRIPTION, "#", "+", "+/#", "$SYS/#", "$share/rogue/#",
+             f"{topics.ROOT}/#", topics.up("NBBBBB"), topics.down("NBBBBB"),
+             topics.ack("NBBBBB"), topics.status("NBBBBB"), f"{topics.ROOT}/node/+/up",
+             f"{topics.ROOT}/node/+/down", f"$share/x/{topics.down('NAAAAA')}",
+             topics.up("NAAAAA"), f"{topics.ROOT}/node/NAAAAA/#"]
+
+
+def test_node_subscriptions_are_refused_at_subscribe_time(broker: TLSBroker) -> None:
+    """A node gets a failure SUBACK for HQ's group and every topic but its own down/ack and
+    the broadcast; HQ still receives every message of the other node while it keeps trying."""
+    rogue = Probe(broker, broker.identity("NAAAAA"))
+    b = Probe(broker, broker.identity("NBBBBB"))
+    hq = Probe(broker, broker.identity("hq"))
+    try:
+        assert hq.subscribe_code(topics.HQ_UP_SUBSCRIPTION) < 0x80
+        for topic in FORBIDDEN:
+            assert rogue.subscribe_code(topic) >= 0x80, topic
+        for topic in (topics.down("NAAAAA"), topics.ack("NAAAAA"), topics.BROADCAST_DOWN):
+            assert rogue.subscribe_code(topic) < 0x80, topic
+        sent = 60
+        for i in range(sent):
+            assert rogue.subscribe_code(FORBIDDEN[i % len(FORBIDDEN)]) >= 0x80
+            assert b.publish_code(topics.up("NBBBBB")) < 0x80
+        wait_for(lambda: len(hq.messages) >= sent, 10, "HQ to receive every message")
+        time.sleep(0.5)
+        assert len(hq.messages) == sent
+        assert rogue.messages == []
+    finally:
+        for probe in (rogue, b, hq):
+            probe.close()
+
+
+def test_node_cannot_take_over_another_nodes_client_id(broker: TLSBroker) -> None:
+    """A asks for B's client id: the broker gives A its own (the CN); B stays connected
+    and still gets what HQ sends it."""
+    b = Probe(broker, broker.identity("NBBBBB"))
+    hq = Probe(broker, broker.identity("hq"))
+    rogues = []
+    try:
+        assert b.subscribe_code(topics.down("NBBBBB")) < 0x80
+        ident = broker.identity("NAAAAA")
+        for _ in range(3):
+            rogues.append(Probe(broker, ident, client_id="NBBBBB"))
+        time.sleep(1.0)
+        assert b.disconnects == 0 and b.client.is_connected()
+        assert hq.publish_code(topics.down("NBBBBB")) < 0x80
+        wait_for(lambda: len(b.messages) == 1, 10, "B to receive its down message")
+    finally:
+        for probe in (*rogues, b, hq):
+            probe.close()
+
+
 def test_revoked_node_is_shut_out(broker: TLSBroker) -> None:
     """After revocation the broker refuses the node's certificate; others still connect."""
     a, b = broker.identity("NAAAAA"), broker.identity("NBBBBB")
@@ -99,18 +163,18 @@ def test_revoked_node_is_shut_out(broker: TLSBroker) -> None:
         Probe(broker, a)
 
 
-def test_broker_admin_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> None:
-    """A subscriber on # with admin rights sees no CNIC, name or phone during a sync."""
+def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> None:
+    """A test-only subscriber allowed to read # sees no CNIC, name or phone during a sync."""
     broker = TLSBroker(tmp_path / "broker")
     env = SyncEnv(tmp_path, broker, hq_url)
     broker.start()
-    admin = Probe(broker, broker.identity("broker-admin"))
+    admin = Probe(broker, broker.identity("wiretap"))
     admin.client.subscribe("#", qos=1)
     actor = {"id": "s1", "role": "receptionist"}
     node.write(lambda db: citizens.register(db, node.keys, cnic=CNIC, name=NAME, phone=PHONE,
                                             id_kind="cnic", actor=actor, now=node.timestamp()))
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
-    worker = Worker(hq_url, env.hq, "localhost", broker.port)
+    worker = Worker(hq_url, env.hq, "localhost", broker.hq_port)
     worker.start()
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.tls_broker import free_port
 
@@ -32,57 +39,140 @@ def test_guide_mentions_every_step() -> None:
     for command in ("edge-hq ca init", "edge-hq broker-config", "edge-node init",
                     "edge-node enroll request", "edge-hq node sign", "edge-node enroll install",
                     "edge-hq serve", "edge-node serve", "edge-node sync status",
-                    "edge-hq fleet"):
+                    "edge-hq fleet", "edge-hq node revoke"):
         program, rest = command.split(" ", 1)
         pattern = re.escape(program) + r"(?: --\S+ \S+)* " + re.escape(rest)
         assert re.search(pattern, text), command
 
 
-def test_zero_to_enrolled_node(tmp_path: Path) -> None:
-    """The guide's steps, in order, on this machine."""
+class Broker:
+    """The guide's `mosquitto -c …`, started as root so it switches to the `mosquitto`
+    user as in the field; its log is kept to check for permission and ACL trouble."""
+
+    def __init__(self, conf: Path, log: Path) -> None:
+        """Remember where the config and the log are."""
+        self.conf, self.log = conf, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int) -> None:
+        """Start and wait for the listener; check the broker dropped to `mosquitto`."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        assert uid and int(uid.group(1)) == pwd.getpwnam("mosquitto").pw_uid, status
+
+    def stop(self) -> None:
+        """SIGTERM (the broker saves its persistence file) and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+        self.process = None
+
+    def restart(self, port: int) -> None:
+        """What `systemctl restart mosquitto` does."""
+        self.stop()
+        self.start(port)
+
+
+def ensure_mosquitto_user() -> None:
+    """The Debian package creates it; a bare CI machine may lack it."""
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", "mosquitto"], check=True)
+
+
+def wait_status(node: Path, done: Any, what: str) -> dict[str, Any]:
+    """Poll `edge-node sync status --json` until `done(status)`."""
+    deadline = time.monotonic() + 60
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = json.loads(run("edge-node", "--data-dir", "var", "sync", "status", "--json",
+                                cwd=node))
+        if done(status):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: {status}")
+
+
+@pytest.fixture
+def field_dir() -> Iterator[Path]:
+    """A directory the unprivileged broker can reach (pytest's tmp_path is 0700)."""
+    ensure_mosquitto_user()
+    path = Path(tempfile.mkdtemp(prefix="guide-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_zero_to_enrolled_node(field_dir: Path) -> None:
+    """The guide's steps, in order, on this machine, with the broker as `mosquitto`."""
+    tmp_path = field_dir
     hq, node = tmp_path / "hq", tmp_path / "node"
     hq.mkdir()
     node.mkdir()
-    port, http = free_port(), free_port()
+    port, hq_port, http = free_port(), free_port(), free_port()
     out = run("edge-hq", "--db", "hq.db", "ca", "init", "--keys", "keys",
               "--broker-host", "localhost", cwd=hq)
     fingerprint = re.search(r"CA fingerprint.*: ([0-9A-F:]+)", out)
     assert fingerprint, out
-    run("edge-hq", "broker-config", "--keys", "keys", "--out", "broker", "--port", str(port),
-        "--bind", "127.0.0.1", "--run-as", "root", cwd=hq)
+    run("edge-hq", "--db", "hq.db", "broker-config", "--keys", "keys", "--out", "broker",
+        "--port", str(port), "--bind", "127.0.0.1", "--hq-port", str(hq_port),
+        "--run-as", "mosquitto", cwd=hq)
+    broker = Broker(hq / "broker/mosquitto.conf", tmp_path / "mosquitto.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen([MOSQUITTO, "-c", str(hq / "broker/mosquitto.conf")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        broker.start(port)
         run("edge-node", "--data-dir", "var", "init", "--center-id", "ISB-01", cwd=node)
         out = run("edge-node", "--data-dir", "var", "enroll", "request", "--out",
                   str(tmp_path / "usb/enroll.json"), cwd=node)
         assert "request digest" in out
-        run("edge-hq", "--db", "hq.db", "node", "sign", str(tmp_path / "usb/enroll.json"),
-            "--center", "ISB-01", "--broker", f"localhost:{port}", "--keys", "keys",
-            "--out", str(tmp_path / "usb/bundle.json"), cwd=hq)
+        out = run("edge-hq", "--db", "hq.db", "node", "sign", str(tmp_path / "usb/enroll.json"),
+                  "--center", "ISB-01", "--broker", f"localhost:{port}", "--keys", "keys",
+                  "--out", str(tmp_path / "usb/bundle.json"), cwd=hq)
+        assert "restart the broker" in out
+        broker.restart(port)
         out = run("edge-node", "--data-dir", "var", "enroll", "install",
                   str(tmp_path / "usb/bundle.json"), "--ca-fingerprint", fingerprint.group(1),
                   cwd=node)
         assert "enrolled" in out
+        node_id = json.loads((tmp_path / "usb/bundle.json").read_text())["node_id"]
         procs.append(subprocess.Popen(
             [str(BIN / "edge-hq"), "--db", "hq.db", "serve", "--keys", "keys", "--broker",
-             f"localhost:{port}"], cwd=hq, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             f"localhost:{hq_port}"], cwd=hq, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
             [str(BIN / "edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
             cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        status: dict[str, object] = {}
-        while time.monotonic() < deadline:
-            status = json.loads(run("edge-node", "--data-dir", "var", "sync", "status",
-                                    "--json", cwd=node))
-            if status["link"] == "online" and status["count"] == 0 and status["acked_seq"]:
-                break
-            time.sleep(0.5)
-        assert status["link"] == "online" and status["count"] == 0, status
+        status = wait_status(node, lambda s: s["link"] == "online" and s["count"] == 0,
+                             "node to sync")
         fleet = json.loads(run("edge-hq", "--db", "hq.db", "fleet", "--json", cwd=hq))
         assert [row["center_id"] for row in fleet] == ["ISB-01"]
         assert fleet[0]["acked_seq"] == status["acked_seq"]
+
+        broker.restart(port)  # persistence: the broker saves and restores its sessions
+        persisted = hq / "broker/persist/mosquitto.db"
+        assert persisted.exists() and persisted.stat().st_size > 0
+        assert persisted.stat().st_uid == pwd.getpwnam("mosquitto").pw_uid
+        wait_status(node, lambda s: s["link"] == "online", "node back after a broker restart")
+
+        out = run("edge-hq", "--db", "hq.db", "node", "revoke", node_id, "--keys", "keys",
+                  cwd=hq)
+        assert "restart the broker" in out
+        broker.restart(port)  # the guide's revocation step
+        wait_status(node, lambda s: s["link"] == "offline"
+                    and "certificate verify failed" in broker.log.read_text(),
+                    "revoked node refused by the broker")
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
@@ -90,3 +180,7 @@ def test_zero_to_enrolled_node(tmp_path: Path) -> None:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        broker.stop()
+    log = broker.log.read_text()
+    for trouble in ("Permission denied", "Warning", "Error:"):  # OpenSSL Error[0]: the revoked node
+        assert trouble not in log, log

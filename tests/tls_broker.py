@@ -1,14 +1,20 @@
-"""A real Mosquitto with TLS, client certificates, CRL and per-node ACLs, for tests.
+"""A real Mosquitto with TLS, client certificates, CRL and per-node access control, for tests.
 
-The config is exactly what `certs.broker` generates for production.
+The config and the dynamic-security file are what `certs.broker` generates for
+production, plus two test-only clients: `test-control` registers identities
+made while the broker runs (through the plugin's $CONTROL topic, as an
+enrollment followed by a restart would in the field) and `wiretap` may read
+every topic, to prove that nothing readable crosses the broker.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +23,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import pki
-from certs.broker import BrokerPaths, acl_text, mosquitto_conf
+from certs.broker import BrokerPaths, dynsec_config, mosquitto_conf, node_role
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+CONTROL = "$CONTROL/dynamic-security/v1"
+TEST_ROLES = [
+    {"rolename": "test-control", "acls": [
+        {"acltype": "publishClientSend", "topic": CONTROL, "allow": True},
+        {"acltype": "subscribeLiteral", "topic": f"{CONTROL}/response", "allow": True},
+        {"acltype": "publishClientReceive", "topic": f"{CONTROL}/response", "allow": True}]},
+    {"rolename": "wiretap", "acls": [
+        {"acltype": "subscribePattern", "topic": "#", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "#", "allow": True}]},
+]
 
 
 def free_port() -> int:
@@ -46,6 +62,7 @@ class TLSBroker:
 
     root: Path
     port: int = field(default_factory=free_port)
+    hq_port: int = field(default_factory=free_port)  # HQ's listener (workers share a cert)
     process: subprocess.Popen[bytes] | None = None
     revoked: list[int] = field(default_factory=list)
 
@@ -59,17 +76,18 @@ class TLSBroker:
         server = pki.issue(self.ca_key, self.ca_cert, pki.make_csr(server_key, "localhost"),
                            server_names=["localhost"])
         self.paths = BrokerPaths(self.cafile, self.root / "server.pem", self.root / "server.key",
-                                 self.root / "crl.pem", self.root / "acl",
+                                 self.root / "crl.pem", self.root / "dynamic-security.json",
                                  self.root / "persist")
         self.paths.certfile.write_bytes(pki.cert_pem(server))
         pki.write_private(self.paths.keyfile, pki.key_pem(server_key))
-        self.paths.aclfile.write_text(acl_text())
+        self.nodes: set[str] = set()
+        self.control = self.identity("test-control")
         assert self.paths.persistence_dir is not None
         self.paths.persistence_dir.mkdir(exist_ok=True)
         self.write_crl()
         self.conf = self.root / "mosquitto.conf"
         self.conf.write_text(mosquitto_conf(self.paths, self.port, bind="127.0.0.1",
-                                             run_as=getpass.getuser()))
+                                             run_as=getpass.getuser(), hq_port=self.hq_port))
 
     def write_crl(self) -> None:
         """(Re)write the CRL with the revoked serials."""
@@ -77,14 +95,55 @@ class TLSBroker:
         from cryptography.hazmat.primitives import serialization
         self.paths.crlfile.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
+    def write_dynsec(self) -> None:
+        """The production dynamic-security file for `self.nodes`, plus the test clients."""
+        config = dynsec_config(self.nodes)
+        config["clients"] += [{"username": name, "roles": [{"rolename": name}]}
+                              for name in ("test-control", "wiretap")]
+        config["roles"] += TEST_ROLES
+        self.paths.dynsec_file.write_text(json.dumps(config, indent=2))
+
     def identity(self, name: str, org: str | None = None) -> Identity:
-        """A client certificate with CN=`name` signed by the broker's CA."""
+        """A client certificate with CN=`name` signed by the broker's CA.
+
+        Any name but `hq`, `hq-sign` and the test clients is a node: the broker
+        learns it (at once when it is running), as enrollment does in the field.
+        """
         key = pki.new_key()
         cert = pki.issue(self.ca_key, self.ca_cert, pki.make_csr(key, name, org))
         certfile, keyfile = self.root / f"{name}.pem", self.root / f"{name}.key"
         certfile.write_bytes(pki.cert_pem(cert))
         pki.write_private(keyfile, pki.key_pem(key))
+        if name not in ("hq", "hq-sign", "test-control", "wiretap") and name not in self.nodes:
+            self.nodes.add(name)
+            if self.process is not None:
+                self._register(name)
         return Identity(name, certfile, keyfile, key, cert)
+
+    def _register(self, node_id: str) -> None:
+        """Tell the running broker about a node through the plugin's $CONTROL topic."""
+        import paho.mqtt.client as mqtt
+
+        done = threading.Event()
+        replies: list[bytes] = []
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-control",
+                             protocol=mqtt.MQTTv5)
+        client.tls_set(ca_certs=str(self.cafile), certfile=str(self.control.certfile),
+                       keyfile=str(self.control.keyfile))
+        client.on_message = lambda c, u, m: (replies.append(m.payload), done.set())
+        client.on_subscribe = lambda *args: client.publish(CONTROL, json.dumps({"commands": [
+            {"command": "createRole", **node_role(node_id)},
+            {"command": "createClient", "username": node_id,
+             "roles": [{"rolename": f"node-{node_id}"}]}]}), qos=1)
+        client.on_connect = lambda *args: client.subscribe(f"{CONTROL}/response", qos=1)
+        client.connect("localhost", self.port)
+        client.loop_start()
+        try:
+            assert done.wait(10), "no reply from the dynamic-security plugin"
+            assert b"error" not in replies[0], replies[0]
+        finally:
+            client.loop_stop()
+            client.disconnect()
 
     def revoke(self, ident: Identity) -> None:
         """Add a certificate to the CRL and restart the broker so it reloads it."""
@@ -94,6 +153,7 @@ class TLSBroker:
 
     def start(self) -> None:
         """Start mosquitto and wait until the port accepts connections."""
+        self.write_dynsec()
         log = (self.root / "mosquitto.log").open("ab")
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                         stderr=subprocess.STDOUT)

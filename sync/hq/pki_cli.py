@@ -9,7 +9,7 @@ import click
 from cryptography import x509
 
 from certs.authority import AuthorityError, init_authority, open_authority
-from certs.broker import BrokerPaths, acl_text, mosquitto_conf
+from certs.broker import BrokerConfigError, Owner, refresh_broker_dirs, write_broker_dir
 from certs.enroll import EnrollError, fingerprint, read_json
 from certs.hostnames import names_host, server_names
 from certs.pki import write_private
@@ -79,6 +79,7 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
     write_private(target, json.dumps(bundle, indent=2).encode())
     click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
+    _refresh_brokers(Path(keys_dir), ctx.obj["db"])
 
 
 def _check_broker_name(keys: Path, host: str, port: str) -> None:
@@ -113,7 +114,9 @@ def _check_broker_name(keys: Path, host: str, port: str) -> None:
 def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
     """Revoke a node: CRL updated, ingest refuses it, the fleet is told.
 
-    Reload the broker afterwards (e.g. `systemctl reload mosquitto`) so it reads the CRL.
+    The broker directories written by `edge-hq broker-config` get the new CRL and
+    lose the node's access; restart the broker (`systemctl restart mosquitto`) and
+    from then on it refuses the node's certificate.
 
     Example: edge-hq node revoke NABCDE
     """
@@ -124,30 +127,65 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
         serial = revoke(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), node_id)
     except (AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"revoked {node_id} (certificate serial {serial:x}); reload the broker")
+    click.echo(f"revoked {node_id} (certificate serial {serial:x})")
+    _refresh_brokers(Path(keys_dir), ctx.obj["db"])
+
+
+def _active_nodes(db_url: str) -> list[str]:
+    """Enrolled, unrevoked node ids: the broker lets exactly these in."""
+    from sync.hq_cli import _db
+
+    db = _db(db_url)
+    try:
+        return [row[0] for row in
+                db.execute("SELECT node_id FROM hq_nodes WHERE revoked = 0").fetchall()]
+    finally:
+        db.close()
+
+
+def _refresh_brokers(keys: Path, db_url: str) -> None:
+    """Bring every broker directory up to date and say what the operator must do."""
+    try:
+        dirs = refresh_broker_dirs(keys, _active_nodes(db_url))
+    except (BrokerConfigError, OSError) as exc:
+        raise click.ClickException(f"broker files not updated: {exc}") from exc
+    for out in dirs:
+        click.echo(f"updated {out}; restart the broker to apply (systemctl restart mosquitto)")
+    if not dirs:
+        click.echo("no broker directory recorded; run `edge-hq broker-config` to create one")
 
 
 @click.command("broker-config")
 @keys_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Where to write mosquitto.conf and the ACL file.")
+              help="Where to write mosquitto.conf and every file the broker reads.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True)
 @click.option("--bind", default="0.0.0.0", show_default=True,  # noqa: S104
               help="Listen address.")
+@click.option("--hq-port", type=click.IntRange(1, 65535), default=8884, show_default=True,
+              help="HQ's own listener (`edge-hq serve --broker HOST:HQ-PORT`).")
+@click.option("--hq-bind", default="127.0.0.1", show_default=True,
+              help="HQ listener address; keep it off the nodes' network.")
 @click.option("--run-as", default="mosquitto", show_default=True,
-              help="Account mosquitto switches to; it must read the key, CRL and ACL.")
-def broker_config(keys_dir: str, out_dir: str, port: int, bind: str, run_as: str) -> None:
-    """Write a Mosquitto config: TLS, client certificates, CRL, per-node ACL.
+              help="Account mosquitto runs as: its group may read the files, it owns persist/.")
+@click.pass_context
+def broker_config(ctx: click.Context, keys_dir: str, out_dir: str, port: int, bind: str,
+                  hq_port: int, hq_bind: str, run_as: str) -> None:
+    """Write a Mosquitto config: TLS, client certificates, CRL, per-node access control.
 
-    Example: edge-hq broker-config --out /etc/mosquitto/conf.d/khidmat --port 8883
+    The broker gets its own copies of the CA and broker certificates, the broker key
+    (mode 0640, group of --run-as) and the CRL, so HQ's key directory stays 0700.
+    Enrollment and revocation keep the directory current; rerunning is safe.
+
+    Example: edge-hq --db hq.db broker-config --out /etc/mosquitto/khidmat --port 8883
     """
     keys, out = Path(keys_dir).resolve(), Path(out_dir).resolve()
     if not (keys / "broker.pem").exists():
         raise click.ClickException(f"{keys}: no broker certificate; run `edge-hq ca init`")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = BrokerPaths(keys / "ca.pem", keys / "broker.pem", keys / "broker.key",
-                        keys / "crl.pem", out / "acl", out / "persist")
-    (out / "acl").write_text(acl_text())
-    (out / "mosquitto.conf").write_text(mosquitto_conf(paths, port, bind, run_as=run_as))
-    (out / "persist").mkdir(exist_ok=True)
-    click.echo(f"wrote {out / 'mosquitto.conf'} and {out / 'acl'}")
+    try:
+        write_broker_dir(keys, out, Owner.of(run_as), port, bind, _active_nodes(ctx.obj["db"]),
+                         hq_port, hq_bind)
+    except (BrokerConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out / 'mosquitto.conf'} and the files it names "
+               f"(readable by group {run_as})")
