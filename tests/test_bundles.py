@@ -352,6 +352,7 @@ class FirstPart:
         return getattr(self.port, name)
 
 
+@pytest.mark.broker
 def test_bundle_and_mqtt_together_never_duplicate(env: SyncEnv, node: Node,
                                                   identity: NodeIdentity, usb: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,6 +104,7 @@ def assert_node_rows_at_hq(node: Node, hq_url: str) -> None:
             assert theirs.get(pk) == row, (table, pk)
 
 
+@pytest.mark.broker
 def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
                                                 settings: dict[str, Any]) -> None:
     """backup → more tickets → synced → disk lost, restore → more tickets → all at HQ once."""
@@ -150,6 +151,7 @@ def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
         node.close()
 
 
+@pytest.mark.broker
 def test_restore_of_records_hq_never_received(env: SyncEnv, worker: Worker,
                                               settings: dict[str, Any]) -> None:
     """Backup of an unsynced node, disk lost before any sync: the backup's records and the

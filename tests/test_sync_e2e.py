@@ -18,6 +18,8 @@ from sync.hq.worker import Worker
 from tests.sync_env import SyncEnv, hq_rows
 from tests.tls_broker import TLSBroker
 
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
+
 
 @pytest.fixture
 def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:

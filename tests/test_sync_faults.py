@@ -58,6 +58,8 @@ from tests.sync_env import SyncEnv, hq_rows
 from tests.test_sync_e2e import wait_for
 from tests.tls_broker import TLSBroker, free_port
 
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
+
 EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
 EDGE_HQ = str(Path(sys.executable).with_name("edge-hq"))
 NODE_KILL_TRIALS = 20

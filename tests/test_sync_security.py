@@ -21,6 +21,8 @@ from tests.sync_env import SyncEnv
 from tests.test_sync_e2e import wait_for
 from tests.tls_broker import Identity, TLSBroker
 
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
+
 CNIC, NAME, PHONE = "35202-1234567-3", "Zainab Bibi", "03001234567"
 
 

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.tls_broker import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
@@ -38,6 +40,7 @@ def test_guide_mentions_every_step() -> None:
         assert re.search(pattern, text), command
 
 
+@pytest.mark.broker
 def test_zero_to_enrolled_node(tmp_path: Path) -> None:
     """The guide's steps, in order, on this machine."""
     hq, node = tmp_path / "hq", tmp_path / "node"
