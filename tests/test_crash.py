@@ -31,6 +31,7 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.domain import audit
 from edge_node.store.db import DB_FILE_NAME, integrity_check, open_database
 from edge_node.store.keyfile import load_key_file
+from tests.helpers import exited, health, wait_for
 
 EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
 CRASH_ROUNDS = 20
@@ -132,21 +133,8 @@ def log_tail(path: Path, lines: int) -> str:
 def wait_for_health(url: str, proc: subprocess.Popen[bytes], log_path: Path,
                     timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
     """Poll GET /api/health until it answers 200; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n"
-                                 + log_tail(log_path, 30))
-        try:
-            resp = requests.get(url + "/api/health", timeout=2)
-            if resp.status_code == 200:
-                body: dict[str, Any] = resp.json()
-                return body
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no answer from {url}/api/health after {timeout} s:\n"
-                         + log_tail(log_path, 30))
+    return wait_for(lambda: health(url), timeout, f"an answer from {url}/api/health",
+                    stop=exited(proc, "the server"), detail=lambda: log_tail(log_path, 30))
 
 
 def login(url: str) -> str:

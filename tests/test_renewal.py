@@ -16,8 +16,9 @@ from sync.agent import Agent
 from sync.hq.db import HQDatabase
 from sync.hq.worker import Worker
 from sync.identity import load_cert
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import issue_tickets, wait_for
+from tests.test_sync_e2e import issue_tickets
 from tests.tls_broker import TLSBroker
 
 pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto

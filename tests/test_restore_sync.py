@@ -27,8 +27,9 @@ from sync.hq.ingest import _advance, verify_chain
 from sync.hq.resume import RESUME_MARGIN_SEQS, ResumeRequest, parse_request, reserve
 from sync.hq.worker import Worker
 from sync.identity import NodeIdentity
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv, hq_rows
-from tests.test_sync_e2e import issue_tickets, node_rows, wait_for
+from tests.test_sync_e2e import issue_tickets, node_rows
 from tests.tls_broker import TLSBroker
 
 SYNC_TIMEOUT_S = 60

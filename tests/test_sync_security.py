@@ -17,8 +17,8 @@ from edge_node.sync_port import NodeOutbox
 from sync import topics
 from sync.agent import Agent
 from sync.hq.worker import Worker
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import wait_for
 from tests.tls_broker import Identity, TLSBroker
 
 pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
@@ -42,6 +42,7 @@ class Probe:
         """Connect with the identity's certificate."""
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
+        self.subscribed: set[int] = set()
         self.event = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.name,
                                   protocol=mqtt.MQTTv5)
@@ -49,6 +50,7 @@ class Probe:
                             keyfile=str(ident.keyfile))
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.add(mid)
         self.client.connect("localhost", broker.port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, f"{ident.name} to connect")
@@ -79,10 +81,9 @@ def test_node_cannot_touch_another_nodes_topics(broker: TLSBroker) -> None:
         assert a.publish_code(topics.status("NBBBBB")) == 0x87
         assert a.publish_code(topics.down("NAAAAA")) == 0x87  # only HQ writes down
         assert a.publish_code(topics.up("NAAAAA")) < 0x80
-        a.client.subscribe(topics.down("NBBBBB"), qos=1)
-        a.client.subscribe(topics.ack("NBBBBB"), qos=1)
-        a.client.subscribe("#", qos=1)
-        time.sleep(0.5)
+        mids = {a.client.subscribe(topic, qos=1)[1]
+                for topic in (topics.down("NBBBBB"), topics.ack("NBBBBB"), "#")}
+        wait_for(lambda: mids <= a.subscribed, 10, "SUBACKs")
         assert hq.publish_code(topics.down("NBBBBB")) < 0x80
         assert hq.publish_code(topics.ack("NBBBBB")) < 0x80
         time.sleep(1.0)
@@ -118,8 +119,8 @@ def test_broker_admin_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str)
     agent.start()
     try:
         wait_for(lambda: NodeOutbox(node).stats()["count"] == 0, 60, "sync")
-        time.sleep(0.5)
-        assert len(admin.messages) >= 3  # batch, ack and status were all seen
+        wait_for(lambda: len(admin.messages) >= 3, 10,  # batch, ack and status were all seen
+                 "the admin to see the batch, the ack and the status")
         wire = b"".join(payload for _, payload in admin.messages)
         for secret in (CNIC, CNIC.replace("-", ""), NAME, PHONE, PHONE[1:], "Zainab"):
             assert secret.encode() not in wire, secret

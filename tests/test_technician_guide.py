@@ -8,11 +8,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.tls_broker import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
@@ -74,15 +74,16 @@ def test_zero_to_enrolled_node(tmp_path: Path) -> None:
         procs.append(subprocess.Popen(
             [str(BIN / "edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
             cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
         status: dict[str, object] = {}
-        while time.monotonic() < deadline:
-            status = json.loads(run("edge-node", "--data-dir", "var", "sync", "status",
-                                    "--json", cwd=node))
-            if status["link"] == "online" and status["count"] == 0 and status["acked_seq"]:
-                break
-            time.sleep(0.5)
-        assert status["link"] == "online" and status["count"] == 0, status
+
+        def synced() -> bool:
+            status.update(json.loads(run("edge-node", "--data-dir", "var", "sync", "status",
+                                         "--json", cwd=node)))
+            # A fresh node has nothing to send (acked_seq stays 0): online and empty is all.
+            return status["link"] == "online" and status["count"] == 0
+
+        wait_for(synced, 60, "the node online with nothing left to send", interval=0.5,
+                 detail=lambda: str(status))
         fleet = json.loads(run("edge-hq", "--db", "hq.db", "fleet", "--json", cwd=hq))
         assert [row["center_id"] for row in fleet] == ["ISB-01"]
         assert fleet[0]["acked_seq"] == status["acked_seq"]

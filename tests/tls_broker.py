@@ -9,7 +9,6 @@ import getpass
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import pki
 from certs.broker import BrokerPaths, acl_text, mosquitto_conf
+from tests.helpers import exited, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -27,6 +27,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """True when something accepts TCP connections on loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -97,16 +106,8 @@ class TLSBroker:
         log = (self.root / "mosquitto.log").open("ab")
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("mosquitto exited: " + self.log_tail())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start: " + self.log_tail())
+        wait_for(lambda: accepts(self.port), 10, f"mosquitto to listen on {self.port}",
+                 stop=exited(self.process, "mosquitto"), detail=self.log_tail)
 
     def stop(self, kill: bool = False) -> None:
         """Stop (SIGTERM, or SIGKILL with kill=True) and wait."""
