@@ -3,9 +3,11 @@ driving counters."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -22,6 +24,16 @@ START = datetime(2026, 3, 2, 5, 0, tzinfo=UTC)
 NADRA = "nadra_snic_renewal"
 DGIP = "dgip_passport_renewal"
 POLL_INTERVAL_S = 0.05
+SCRIPTS_DIR = Path(sys.executable).parent  # where pip put edge-node and edge-hq for this Python
+
+
+def console_script(name: str) -> str:
+    """Path of the `name` console script installed with the Python running the tests.
+
+    Found beside sys.executable, never through VIRTUAL_ENV or PATH: those may name another
+    environment (or none) when pytest is run as .venv/bin/pytest.
+    """
+    return str(SCRIPTS_DIR / name)
 
 T = TypeVar("T")
 

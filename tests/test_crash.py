@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,9 +30,9 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.domain import audit
 from edge_node.store.db import DB_FILE_NAME, integrity_check, open_database
 from edge_node.store.keyfile import load_key_file
-from tests.helpers import exited, health, wait_for
+from tests.helpers import console_script, exited, health, wait_for
 
-EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
+EDGE_NODE = console_script("edge-node")
 CRASH_ROUNDS = 20
 CLIENTS = 8
 KILL_AFTER_S = (0.2, 1.5)  # random delay between starting the load and kill -9

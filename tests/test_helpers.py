@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import exited, wait_for
+from tests.helpers import console_script, exited, wait_for
 
 
 def test_returns_the_first_true_value() -> None:
@@ -34,3 +35,14 @@ def test_a_dead_process_stops_the_wait_at_once() -> None:
     with pytest.raises(AssertionError, match="the server exited with 3 while waiting for health"):
         wait_for(lambda: False, 30, "health", stop=exited(proc, "the server"))
     assert time.monotonic() - started < 1
+
+
+def test_console_scripts_come_from_the_running_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """edge-node and edge-hq beside sys.executable, whatever VIRTUAL_ENV says."""
+    monkeypatch.setenv("VIRTUAL_ENV", "/nonexistent-venv")
+    for name in ("edge-node", "edge-hq"):
+        path = Path(console_script(name))
+        assert path.parent == Path(sys.executable).parent and path.is_file(), path
+        out = subprocess.run([str(path), "--help"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        assert "Usage:" in out

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -53,15 +52,15 @@ from sync import envelope, topics
 from sync.agent import Agent
 from sync.hq.db import HQDatabase
 from sync.hq.worker import Worker
-from tests.helpers import exited, health, wait_for
+from tests.helpers import console_script, exited, health, wait_for
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
 from tests.tls_broker import TLSBroker, free_port
 
 pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
 
-EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
-EDGE_HQ = str(Path(sys.executable).with_name("edge-hq"))
+EDGE_NODE = console_script("edge-node")
+EDGE_HQ = console_script("edge-hq")
 NODE_KILL_TRIALS = 20
 HQ_KILL_TRIALS = 20
 BROKER_RESTARTS = ("term", "kill", "term", "kill", "term")

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from edge_node.systemd_notify import (
     serving_alive,
     watchdog_interval_s,
 )
-from tests.helpers import wait_for
+from tests.helpers import console_script, wait_for
 from tests.tls_broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,9 +147,8 @@ def test_serve_notifies_ready_watchdog_and_stopping(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_NODE_")}
     env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
-    binary = Path(sys.executable).parent / "edge-node"
-    process = subprocess.Popen([str(binary), "--data-dir", settings["data_dir"], "serve",
-                                "--port", str(port)], env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen([console_script("edge-node"), "--data-dir", settings["data_dir"],
+                                "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     seen: list[str] = []
     try:

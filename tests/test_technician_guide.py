@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -12,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import console_script, wait_for
 from tests.tls_broker import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
-BIN = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parent.parent / ".venv")) / "bin"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def run(*argv: str, cwd: Path) -> str:
     """Run one guide command; fail with its output when it fails."""
-    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
+    proc = subprocess.run([console_script(argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
@@ -69,10 +67,10 @@ def test_zero_to_enrolled_node(tmp_path: Path) -> None:
                   cwd=node)
         assert "enrolled" in out
         procs.append(subprocess.Popen(
-            [str(BIN / "edge-hq"), "--db", "hq.db", "serve", "--keys", "keys", "--broker",
+            [console_script("edge-hq"), "--db", "hq.db", "serve", "--keys", "keys", "--broker",
              f"localhost:{port}"], cwd=hq, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
-            [str(BIN / "edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
+            [console_script("edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
             cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         status: dict[str, object] = {}
 
