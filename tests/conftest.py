@@ -19,7 +19,7 @@ from edge_node.config import load_settings
 from edge_node.node import Node
 from tests.helpers import FakeClock
 
-pytest_plugins = ["tests.hq_fixtures"]
+pytest_plugins = ["tests.hq_fixtures", "tests.service_marks"]
 
 Headers = dict[str, str]
 

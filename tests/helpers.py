@@ -1,14 +1,20 @@
-"""Helpers shared by the tests: a settable clock, issuing visits, driving counters."""
+"""Helpers shared by the tests: waiting for an event, a settable clock, issuing visits,
+driving counters."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import requests
 from flask.testing import FlaskClient
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node.ids import utcnow
 from edge_node.node import Node
 
 Headers = dict[str, str]
@@ -17,23 +23,86 @@ Headers = dict[str, str]
 START = datetime(2026, 3, 2, 5, 0, tzinfo=UTC)
 NADRA = "nadra_snic_renewal"
 DGIP = "dgip_passport_renewal"
+POLL_INTERVAL_S = 0.05
+SCRIPTS_DIR = Path(sys.executable).parent  # where pip put edge-node and edge-hq for this Python
+
+
+def console_script(name: str) -> str:
+    """Path of the `name` console script installed with the Python running the tests.
+
+    Found beside sys.executable, never through VIRTUAL_ENV or PATH: those may name another
+    environment (or none) when pytest is run as .venv/bin/pytest.
+    """
+    return str(SCRIPTS_DIR / name)
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, *,
+             stop: Callable[[], str | None] | None = None,
+             detail: Callable[[], str] | None = None,
+             interval: float = POLL_INTERVAL_S) -> T:
+    """Poll `predicate()` until it returns something true, and return that.
+
+    Fails (AssertionError) naming `what` after `timeout` seconds, or at once when `stop()`
+    gives a reason (a child process that died, say); `detail()` (a log tail) is appended to
+    either message. This is the one way tests wait for an event: never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = stop() if stop is not None else None
+        if reason:
+            raise AssertionError(f"{reason} while waiting for {what}" + _detail(detail))
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
+                                 + _detail(detail))
+        time.sleep(interval)
+
+
+def _detail(detail: Callable[[], str] | None) -> str:
+    """`detail()` on a line of its own, or nothing."""
+    return "\n" + detail() if detail is not None else ""
+
+
+def exited(proc: Any, name: str = "the process") -> Callable[[], str | None]:
+    """A `stop` for `wait_for`: the reason once `proc` (a Popen) has exited, else None."""
+    return lambda: None if proc.poll() is None else f"{name} exited with {proc.returncode}"
+
+
+def health(url: str) -> dict[str, Any] | None:
+    """The body of GET `url`/api/health when it answers 200; None while it does not."""
+    try:
+        resp = requests.get(url + "/api/health", timeout=2)
+    except requests.RequestException:
+        return None
+    body: dict[str, Any] | None = resp.json() if resp.status_code == 200 else None
+    return body
+
 
 
 class FakeClock:
-    """A clock for `Node(settings, now=clock)` that moves only when told to."""
+    """The tests' one clock for `Node(settings, now=clock)`: it moves only when told to.
 
-    def __init__(self, start: datetime = START) -> None:
-        """Stand still at `start`."""
-        self.moment = start
+    `FakeClock()` stands still at START; `FakeClock(start=None)` runs with the real time
+    (for screens served to a real browser), shifted by whatever `advance` adds.
+    """
+
+    def __init__(self, start: datetime | None = START) -> None:
+        """Stand at `start`, or follow the real time when it is None."""
+        self.start = start
+        self.offset = timedelta()
 
     def __call__(self) -> datetime:
         """The current (fake) time."""
-        return self.moment
+        return (utcnow() if self.start is None else self.start) + self.offset
 
     def advance(self, **delta: float) -> datetime:
-        """Move forward by a timedelta given as keywords (minutes=3, seconds=10...)."""
-        self.moment += timedelta(**delta)
-        return self.moment
+        """Move by a timedelta given as keywords (minutes=3, seconds=-10...)."""
+        self.offset += timedelta(**delta)
+        return self()
 
 
 def outbox_mark(node: Node) -> tuple[int, int | None]:

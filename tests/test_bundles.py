@@ -24,8 +24,9 @@ from sync.hq.downstream import ack_envelope, enqueue
 from sync.hq.worker import Worker
 from sync.hq_cli import main as hq_cli
 from sync.identity import NodeIdentity
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import assert_hq_equals_node, issue_tickets, wait_for
+from tests.test_sync_e2e import assert_hq_equals_node, issue_tickets
 from tests.tls_broker import TLSBroker
 
 
@@ -352,6 +353,7 @@ class FirstPart:
         return getattr(self.port, name)
 
 
+@pytest.mark.broker
 def test_bundle_and_mqtt_together_never_duplicate(env: SyncEnv, node: Node,
                                                   identity: NodeIdentity, usb: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,8 +30,9 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.domain import audit
 from edge_node.store.db import DB_FILE_NAME, integrity_check, open_database
 from edge_node.store.keyfile import load_key_file
+from tests.helpers import console_script, exited, health, wait_for
 
-EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
+EDGE_NODE = console_script("edge-node")
 CRASH_ROUNDS = 20
 CLIENTS = 8
 KILL_AFTER_S = (0.2, 1.5)  # random delay between starting the load and kill -9
@@ -132,21 +132,8 @@ def log_tail(path: Path, lines: int) -> str:
 def wait_for_health(url: str, proc: subprocess.Popen[bytes], log_path: Path,
                     timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
     """Poll GET /api/health until it answers 200; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n"
-                                 + log_tail(log_path, 30))
-        try:
-            resp = requests.get(url + "/api/health", timeout=2)
-            if resp.status_code == 200:
-                body: dict[str, Any] = resp.json()
-                return body
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no answer from {url}/api/health after {timeout} s:\n"
-                         + log_tail(log_path, 30))
+    return wait_for(lambda: health(url), timeout, f"an answer from {url}/api/health",
+                    stop=exited(proc, "the server"), detail=lambda: log_tail(log_path, 30))
 
 
 def login(url: str) -> str:

@@ -16,9 +16,12 @@ from sync.agent import Agent
 from sync.hq.db import HQDatabase
 from sync.hq.worker import Worker
 from sync.identity import load_cert
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import issue_tickets, wait_for
+from tests.test_sync_e2e import issue_tickets
 from tests.tls_broker import TLSBroker
+
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
 
 
 def test_certificate_renews_at_two_thirds_of_life(tmp_path: Path, node: Node, hq_url: str,

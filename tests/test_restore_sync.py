@@ -40,8 +40,9 @@ from sync.hq.resume import (
 from sync.hq.worker import Worker
 from sync.identity import NodeIdentity
 from sync.transport import LinkConfig, MqttLink
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv, hq_rows
-from tests.test_sync_e2e import issue_tickets, node_rows, wait_for
+from tests.test_sync_e2e import issue_tickets, node_rows
 from tests.tls_broker import TLSBroker
 
 SYNC_TIMEOUT_S = 60
@@ -120,6 +121,7 @@ def assert_node_rows_at_hq(node: Node, hq_url: str) -> None:
             assert theirs.get(pk) == row, (table, pk)
 
 
+@pytest.mark.broker
 def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
                                                 settings: dict[str, Any]) -> None:
     """backup → more tickets → synced → disk lost, restore → more tickets → all at HQ once."""
@@ -173,6 +175,7 @@ def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
         node.close()
 
 
+@pytest.mark.broker
 def test_restore_of_records_hq_never_received(env: SyncEnv, worker: Worker,
                                               settings: dict[str, Any]) -> None:
     """Backup of an unsynced node, disk lost before any sync: the backup's records and the

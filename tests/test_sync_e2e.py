@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,11 @@ from edge_node.store.schema import SYNCED_TABLES
 from edge_node.sync_port import NodeOutbox
 from sync.agent import Agent
 from sync.hq.worker import Worker
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv, hq_rows
 from tests.tls_broker import TLSBroker
+
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
 
 
 @pytest.fixture
@@ -25,16 +28,6 @@ def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
     broker = TLSBroker(tmp_path / "broker")
     yield SyncEnv(tmp_path, broker, hq_url)
     broker.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `predicate()` or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def issue_tickets(node: Node, count: int) -> None:

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -53,13 +52,15 @@ from sync import envelope, topics
 from sync.agent import Agent
 from sync.hq.db import HQDatabase
 from sync.hq.worker import Worker
+from tests.helpers import console_script, exited, health, wait_for
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
-from tests.test_sync_e2e import wait_for
 from tests.tls_broker import TLSBroker, free_port
 
-EDGE_NODE = str(Path(sys.executable).with_name("edge-node"))
-EDGE_HQ = str(Path(sys.executable).with_name("edge-hq"))
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
+
+EDGE_NODE = console_script("edge-node")
+EDGE_HQ = console_script("edge-hq")
 NODE_KILL_TRIALS = 20
 HQ_KILL_TRIALS = 20
 BROKER_RESTARTS = ("term", "kill", "term", "kill", "term")
@@ -221,19 +222,9 @@ class NodeServer(Child):
 
     def wait_healthy(self) -> None:
         """Poll /api/health; fail early, with the log, if the process exits."""
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"edge-node exited with {self.proc.returncode}:\n"
-                                     + self.log_tail())
-            try:
-                if requests.get(self.url + "/api/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("edge-node never became healthy:\n" + self.log_tail())
+        assert self.proc is not None
+        wait_for(lambda: health(self.url), HEALTH_TIMEOUT_S, "edge-node to become healthy",
+                 stop=exited(self.proc, "edge-node"), detail=self.log_tail)
 
 
 class HQProcess(Child):
@@ -459,10 +450,8 @@ def wait_progress(acked: Callable[[], int], context: str) -> None:
 def wait_part_synced(port: NodeOutbox, rng: random.Random, context: str) -> None:
     """Return at a random point of the stream: once a random share of the backlog is acked."""
     target = port.stats()["count"] * rng.uniform(0.2, 0.9)
-    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-    while port.stats()["count"] > target:
-        assert time.monotonic() < deadline, f"no sync progress ({context})"
-        time.sleep(0.005)
+    wait_for(lambda: port.stats()["count"] <= target, PROGRESS_TIMEOUT_S,
+             f"sync progress ({context})", interval=0.005)
 
 
 # -- 1. the node dies ---------------------------------------------------------------------------

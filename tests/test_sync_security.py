@@ -17,9 +17,11 @@ from edge_node.sync_port import NodeOutbox
 from sync import topics
 from sync.agent import Agent
 from sync.hq.worker import Worker
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import wait_for
 from tests.tls_broker import Identity, TLSBroker
+
+pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
 
 CNIC, NAME, PHONE = "35202-1234567-3", "Zainab Bibi", "03001234567"
 
@@ -40,6 +42,7 @@ class Probe:
         """Connect with the identity's certificate (and the client id it asks for)."""
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
+        self.subscribed: set[int] = set()
         self.event = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or ident.name, protocol=mqtt.MQTTv5)
@@ -53,6 +56,7 @@ class Probe:
                                                           self.disconnects + 1)
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.__setitem__(
             mid, [int(getattr(code, "value", code)) for code in codes])
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.add(mid)
         self.client.connect("localhost", broker.port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, f"{ident.name} to connect")
@@ -89,10 +93,9 @@ def test_node_cannot_touch_another_nodes_topics(broker: TLSBroker) -> None:
         assert a.publish_code(topics.status("NBBBBB")) == 0x87
         assert a.publish_code(topics.down("NAAAAA")) == 0x87  # only HQ writes down
         assert a.publish_code(topics.up("NAAAAA")) < 0x80
-        a.client.subscribe(topics.down("NBBBBB"), qos=1)
-        a.client.subscribe(topics.ack("NBBBBB"), qos=1)
-        a.client.subscribe("#", qos=1)
-        time.sleep(0.5)
+        mids = {a.client.subscribe(topic, qos=1)[1]
+                for topic in (topics.down("NBBBBB"), topics.ack("NBBBBB"), "#")}
+        wait_for(lambda: mids <= a.subscribed, 10, "SUBACKs")
         assert hq.publish_code(topics.down("NBBBBB")) < 0x80
         assert hq.publish_code(topics.ack("NBBBBB")) < 0x80
         time.sleep(1.0)
@@ -180,8 +183,8 @@ def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> N
     agent.start()
     try:
         wait_for(lambda: NodeOutbox(node).stats()["count"] == 0, 60, "sync")
-        time.sleep(0.5)
-        assert len(admin.messages) >= 3  # batch, ack and status were all seen
+        wait_for(lambda: len(admin.messages) >= 3, 10,  # batch, ack and status were all seen
+                 "the admin to see the batch, the ack and the status")
         wire = b"".join(payload for _, payload in admin.messages)
         for secret in (CNIC, CNIC.replace("-", ""), NAME, PHONE, PHONE[1:], "Zainab"):
             assert secret.encode() not in wire, secret

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from edge_node.systemd_notify import (
     serving_alive,
     watchdog_interval_s,
 )
+from tests.helpers import console_script, wait_for
 from tests.tls_broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,15 +134,10 @@ def receive(sock: socket.socket, timeout: float) -> list[str]:
         return []
 
 
-def wait_for(sock: socket.socket, wanted: str, timeout: float, seen: list[str]) -> bool:
-    """Collect messages into `seen` until `wanted` arrives."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = receive(sock, max(0.05, deadline - time.monotonic()))
-        seen.extend(lines)
-        if wanted in lines:
-            return True
-    return False
+def collect(sock: socket.socket, seen: list[str]) -> list[str]:
+    """Add what arrives within a short while to `seen`; return `seen`."""
+    seen.extend(receive(sock, 0.2))
+    return seen
 
 
 def test_serve_notifies_ready_watchdog_and_stopping(
@@ -152,22 +147,20 @@ def test_serve_notifies_ready_watchdog_and_stopping(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_NODE_")}
     env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
-    binary = Path(sys.executable).parent / "edge-node"
-    process = subprocess.Popen([str(binary), "--data-dir", settings["data_dir"], "serve",
-                                "--port", str(port)], env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen([console_script("edge-node"), "--data-dir", settings["data_dir"],
+                                "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     seen: list[str] = []
     try:
-        assert wait_for(sock, "READY=1", 60, seen), seen
-        assert "WATCHDOG=1" not in seen  # nothing before READY
+        wait_for(lambda: "READY=1" in collect(sock, seen), 60, "READY=1", interval=0,
+                 detail=lambda: str(seen))
+        assert "WATCHDOG=1" not in seen[:seen.index("READY=1")]  # nothing before READY
         socket.create_connection(("127.0.0.1", port), timeout=2).close()  # bound by then
-        pings = 0
-        deadline = time.monotonic() + 15
-        while pings < 3 and time.monotonic() < deadline:
-            pings += receive(sock, 2).count("WATCHDOG=1")
-        assert pings >= 3
+        wait_for(lambda: collect(sock, seen).count("WATCHDOG=1") >= 3, 15,
+                 "three watchdog pings", interval=0, detail=lambda: str(seen))
         process.send_signal(signal.SIGTERM)
-        assert wait_for(sock, "STOPPING=1", 30, seen), seen
+        wait_for(lambda: "STOPPING=1" in collect(sock, seen), 30, "STOPPING=1", interval=0,
+                 detail=lambda: str(seen))
         assert process.wait(30) == 0
     finally:
         if process.poll() is None:
@@ -187,9 +180,9 @@ def test_watchdog_withholds_pings_while_the_probe_fails() -> None:
     time.sleep(0.3)
     assert sent == []
     healthy[0] = True
-    time.sleep(0.3)
+    wait_for(lambda: sent, 5, "a ping once healthy")
     dog.stop()
-    assert sent and set(sent) == {"WATCHDOG=1"}
+    assert set(sent) == {"WATCHDOG=1"}
 
 
 def test_a_crashing_probe_counts_as_unhealthy() -> None:

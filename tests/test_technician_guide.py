@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import re
 import shutil
@@ -11,23 +10,22 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import console_script, wait_for
 from tests.tls_broker import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
-BIN = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parent.parent / ".venv")) / "bin"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def run(*argv: str, cwd: Path) -> str:
     """Run one guide command; fail with its output when it fails."""
-    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
+    proc = subprocess.run([console_script(argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
@@ -59,14 +57,17 @@ class Broker:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
+        process = self.process
+
+        def listening() -> bool:
+            assert process.poll() is None, self.log.read_text()
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
             except OSError:
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_for(listening, 10, "the broker to listen", detail=self.log.read_text)
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
         assert uid and int(uid.group(1)) == pwd.getpwnam("mosquitto").pw_uid, status
@@ -95,15 +96,16 @@ def ensure_mosquitto_user() -> None:
 
 def wait_status(node: Path, done: Any, what: str) -> dict[str, Any]:
     """Poll `edge-node sync status --json` until `done(status)`."""
-    deadline = time.monotonic() + 60
     status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = json.loads(run("edge-node", "--data-dir", "var", "sync", "status", "--json",
-                                cwd=node))
-        if done(status):
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: {status}")
+
+    def reached() -> bool:
+        status.clear()
+        status.update(json.loads(run("edge-node", "--data-dir", "var", "sync", "status",
+                                     "--json", cwd=node)))
+        return bool(done(status))
+
+    wait_for(reached, 60, what, interval=0.5, detail=lambda: str(status))
+    return status
 
 
 @pytest.fixture
@@ -116,6 +118,7 @@ def field_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.broker
 def test_zero_to_enrolled_node(field_dir: Path) -> None:
     """The guide's steps, in order, on this machine, with the broker as `mosquitto`."""
     tmp_path = field_dir
@@ -149,10 +152,10 @@ def test_zero_to_enrolled_node(field_dir: Path) -> None:
         assert "enrolled" in out
         node_id = json.loads((tmp_path / "usb/bundle.json").read_text())["node_id"]
         procs.append(subprocess.Popen(
-            [str(BIN / "edge-hq"), "--db", "hq.db", "serve", "--keys", "keys", "--broker",
+            [console_script("edge-hq"), "--db", "hq.db", "serve", "--keys", "keys", "--broker",
              f"localhost:{hq_port}"], cwd=hq, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
-            [str(BIN / "edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
+            [console_script("edge-node"), "--data-dir", "var", "serve", "--port", str(http)],
             cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         status = wait_status(node, lambda s: s["link"] == "online" and s["count"] == 0,
                              "node to sync")

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import pki
 from certs.broker import BrokerPaths, dynsec_config, mosquitto_conf, node_role
+from tests.helpers import exited, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CONTROL = "$CONTROL/dynamic-security/v1"
@@ -43,6 +43,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """True when something accepts TCP connections on loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -157,16 +166,8 @@ class TLSBroker:
         log = (self.root / "mosquitto.log").open("ab")
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("mosquitto exited: " + self.log_tail())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start: " + self.log_tail())
+        wait_for(lambda: accepts(self.port), 10, f"mosquitto to listen on {self.port}",
+                 stop=exited(self.process, "mosquitto"), detail=self.log_tail)
 
     def stop(self, kill: bool = False) -> None:
         """Stop (SIGTERM, or SIGKILL with kill=True) and wait."""

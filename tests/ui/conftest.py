@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,10 @@ from flask.testing import FlaskClient
 from waitress.server import create_server
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
-from edge_node.ids import utcnow
 from edge_node.node import Node
 from local_ui import create_app
 from local_ui.live import POLL_S, stop_streams
+from tests.helpers import FakeClock, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -29,30 +27,14 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-class ShiftClock:
-    """Real time plus an offset a test can move forward (for idle logout)."""
-
-    def __init__(self) -> None:
-        """Start at the real time."""
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        """Now, shifted."""
-        return utcnow() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        """Jump forward."""
-        self.offset += timedelta(**delta)
+@pytest.fixture
+def clock() -> FakeClock:
+    """The node's clock: the real time (a real browser is watching), moved on by tests."""
+    return FakeClock(start=None)
 
 
 @pytest.fixture
-def clock() -> ShiftClock:
-    """The node's clock."""
-    return ShiftClock()
-
-
-@pytest.fixture
-def node(settings: dict[str, Any], clock: ShiftClock) -> Iterator[Node]:
+def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
     """The demo node on the shiftable clock (overrides conftest's `node`)."""
     opened = Node(settings, now=clock)
     yield opened
@@ -111,7 +93,8 @@ def live_server(node: Node) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
     stop_streams(app)
-    time.sleep(2 * POLL_S)  # open streams notice and end
+    wait_for(lambda: server.task_dispatcher.active_count == 0,  # type: ignore[union-attr]
+             10 * POLL_S, "open streams to notice the stop and end")
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
     server.close()
 

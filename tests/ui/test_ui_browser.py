@@ -18,7 +18,7 @@ import pytest
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
-from tests.ui.conftest import ShiftClock
+from tests.helpers import FakeClock
 
 DESKTOP = {"width": 1366, "height": 768}
 TABLET = {"width": 800, "height": 1280}
@@ -263,7 +263,7 @@ def test_role_denial_csrf_and_escaping_in_the_browser(sessions: Any, screenshots
 
 
 def test_idle_logout_warns_first(sessions: Any, browser: Any, live_server: str,
-                                 clock: ShiftClock, node: Node, screenshots: Path) -> None:
+                                 clock: FakeClock, node: Node, screenshots: Path) -> None:
     """Near the idle limit a warning appears; staying resets it; silence logs out."""
     idle_s = node.settings["session_idle_minutes"] * 60
     operator = sessions("operator", "en")

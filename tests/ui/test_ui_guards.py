@@ -14,8 +14,8 @@ from edge_node.bootstrap import DEMO_STAFF
 from edge_node.domain import roles, staff, visits
 from edge_node.node import Node
 from local_ui.views.auth import safe_next
-from tests.helpers import NADRA
-from tests.ui.conftest import ShiftClock, csrf_of, token_of, ui_login
+from tests.helpers import NADRA, FakeClock
+from tests.ui.conftest import csrf_of, token_of, ui_login
 
 Client = Callable[[str | None], FlaskClient]
 ROLE_OF = {user: role for user, _, role in DEMO_STAFF}
@@ -160,7 +160,7 @@ def test_login_form_needs_csrf_too(ui_client: Client) -> None:
     assert resp.status_code == 400
 
 
-def test_idle_session_is_logged_out(ui_client: Client, clock: ShiftClock,
+def test_idle_session_is_logged_out(ui_client: Client, clock: FakeClock,
                                     node: Node) -> None:
     """After session_idle_minutes without a request the session ends and says why."""
     client = ui_client("operator")
@@ -173,7 +173,7 @@ def test_idle_session_is_logged_out(ui_client: Client, clock: ShiftClock,
     assert get(client, "/operator").status_code == 302  # the old token stays dead
 
 
-def test_activity_ping_keeps_the_session(ui_client: Client, clock: ShiftClock,
+def test_activity_ping_keeps_the_session(ui_client: Client, clock: FakeClock,
                                          node: Node) -> None:
     """The page's keep-alive (on keyboard/pointer activity) resets the idle timer."""
     client = ui_client("operator")
@@ -371,7 +371,7 @@ def test_assets_are_served_locally(ui_client: Client) -> None:
     assert 'href="/assets/app.css"' in html and 'src="/assets/app.js"' in html
 
 
-def test_live_streams_do_not_keep_a_staff_session_alive(ui_client: Client, clock: ShiftClock,
+def test_live_streams_do_not_keep_a_staff_session_alive(ui_client: Client, clock: FakeClock,
                                                         node: Node) -> None:
     """An open dashboard is not activity: the supervisor still idles out; the board does not."""
     idle = node.settings["session_idle_minutes"]
