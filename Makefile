@@ -10,7 +10,7 @@ CENTER_ID ?= DEV-01
 # What running needs, and what testing needs on top; a test install satisfies both stamps.
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
-LINT_PATHS := edge_node sync local_ui certs tests bench
+LINT_PATHS := edge_node sync local_ui certs hq tests bench
 # Tests that need a system service (or minutes) are marked; `make check` leaves them out.
 CHECK_SELECTION := not broker and not postgres and not browser and not slow
 

@@ -45,11 +45,11 @@ import zstandard
 from bench.sync_backlog import fill_outbox
 from edge_node.config import load_settings
 from edge_node.node import Node
+from hq.ingest import Ingest, register_node
+from hq.store import HQDatabase
+from hq.worker import Worker
 from sync import agent as agent_module
 from sync import envelope, topics
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import Ingest, register_node
-from sync.hq.worker import Worker
 from sync.transport import MAX_INFLIGHT
 from tests.sync_env import SyncEnv
 from tests.tls_broker import TLSBroker
@@ -149,8 +149,8 @@ def emit(**message: Any) -> None:
 def agent_child(data_dir: str) -> None:
     """Child: open the node, report ready; run its sync agent from "go" until "stop"."""
     from edge_node import __version__
-    from edge_node.sync_port import NodeOutbox
-    from edge_node.sync_runtime import sync_dir
+    from edge_node.replication.port import NodeOutbox
+    from edge_node.replication.runtime import sync_dir
     from sync.identity import load_node_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

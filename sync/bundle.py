@@ -14,7 +14,7 @@ into place, so a pulled stick never holds half a bundle under the final name.
 
 The node's two flows live here too: `export_outbox` (everything not yet
 acknowledged, streamed batch by batch) and `import_ack_bundle` (HQ's signed
-ack and downstream items). HQ's import is in sync/hq/bundles.py.
+ack and downstream items). HQ's import is in hq/bundles.py.
 """
 
 from __future__ import annotations

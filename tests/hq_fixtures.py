@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.hq.db import HQDatabase
+from hq.store import HQDatabase
 
 PG_URL = os.environ.get("KHIDMAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -10,8 +10,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from certs import pki
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import register_node
+from hq.ingest import register_node
+from hq.store import HQDatabase
 from sync.identity import (
     HQIdentity,
     NodeIdentity,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from edge_node.cli import main
+from edge_node.cli.main import main
 from edge_node.domain import audit
 from edge_node.node import Node, db_path
 from edge_node.store.db import open_database

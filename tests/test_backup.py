@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edge_node.backup import (
+from edge_node.bootstrap import init_node
+from edge_node.cli.main import main
+from edge_node.config import ConfigError, load_settings
+from edge_node.node import Node, db_path, load_keys
+from edge_node.ops.backup import (
     Backup,
     BackupError,
     backup_dir,
@@ -28,15 +32,11 @@ from edge_node.backup import (
     rotate,
     sha256_of,
 )
-from edge_node.bootstrap import init_node
-from edge_node.cli import main
-from edge_node.config import ConfigError, load_settings
-from edge_node.node import Node, db_path, load_keys
-from edge_node.restore import database_in_use, restore_backup
+from edge_node.ops.restore import database_in_use, restore_backup
+from edge_node.replication.port import NodeOutbox, restore_point
+from edge_node.replication.runtime import SyncLock
 from edge_node.store.db import DatabaseError
 from edge_node.store.keyfile import NodeKeys
-from edge_node.sync_port import NodeOutbox, restore_point
-from edge_node.sync_runtime import SyncLock
 from tests.test_sync_e2e import issue_tickets
 
 
@@ -141,7 +141,7 @@ def test_daily_job_backs_up_and_rotates(node: Node) -> None:
     """The scheduler job writes into the backup directory and keeps `backup_keep`."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from edge_node.jobs import add_jobs, backup_daily
+    from edge_node.service.jobs import add_jobs, backup_daily
 
     node.settings["backup_keep"] = 2
     for _ in range(3):

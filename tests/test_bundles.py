@@ -12,17 +12,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edge_node import __version__
-from edge_node.cli import main as node_cli
+from edge_node.cli.main import main as node_cli
 from edge_node.node import Node
-from edge_node.sync_port import NodeOutbox
+from edge_node.replication.port import NodeOutbox
+from hq.bundles import ImportReport, import_bundle
+from hq.cli.main import main as hq_cli
+from hq.downstream import ack_envelope, enqueue
+from hq.store import HQDatabase
+from hq.worker import Worker
 from sync import batches, bundle, envelope
 from sync.agent import Agent
 from sync.bundle import BundleError, BundleReader, BundleWriter, write_bundle
-from sync.hq.bundles import ImportReport, import_bundle
-from sync.hq.db import HQDatabase
-from sync.hq.downstream import ack_envelope, enqueue
-from sync.hq.worker import Worker
-from sync.hq_cli import main as hq_cli
 from sync.identity import NodeIdentity
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv

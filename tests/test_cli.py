@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edge_node.cli import main
+from edge_node.cli.main import main
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_node.cli import main
+from edge_node.cli.main import main
 from edge_node.config import SETTINGS, ConfigError, load_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import pki
-from edge_node import doctor as doc_mod
-from edge_node.cli import main
+from edge_node.cli.main import main
 from edge_node.config import SETTINGS_BY_NAME
-from edge_node.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresholds, run_checks
 from edge_node.node import Node
+from edge_node.ops import doctor as doc_mod
+from edge_node.ops.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresholds, run_checks
 from tests.tls_broker import TLSBroker, free_port
 
 NODE_DAYS = 90

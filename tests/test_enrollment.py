@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from certs.authority import init_authority
 from certs.enroll import fingerprint
-from edge_node.cli import main as node_cli
-from sync.hq_cli import main as hq_cli
+from edge_node.cli.main import main as node_cli
+from hq.cli.main import main as hq_cli
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_broker_host_the_broker_certificate_does_not_name_is_refused(
     The node checks the broker's certificate against the bundle's host, so such a node could
     never connect; HQ registers nothing and says which names would work.
     """
-    from sync.hq.db import HQDatabase
+    from hq.store import HQDatabase
 
     result = sign(fleet, broker=broker)
     assert result.exit_code == 1, result.output
@@ -155,7 +155,7 @@ def test_revoke_updates_crl_and_tells_the_fleet(fleet: dict[str, Any]) -> None:
     """`edge-hq node revoke`: the CRL lists the serial, ingest refuses, the fleet is told."""
     from cryptography import x509
 
-    from sync.hq.db import HQDatabase
+    from hq.store import HQDatabase
 
     sign(fleet)
     node_id = json.loads((fleet["tmp"] / "bundle.json").read_text())["node_id"]

@@ -49,8 +49,8 @@ from edge_node.config import load_settings
 from edge_node.domain.catalog import load_seed
 from edge_node.node import Node
 from edge_node.store.schema import SYNCED_TABLES
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import verify_chain
+from hq.ingest import verify_chain
+from hq.store import HQDatabase
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
 from tests.test_sync_faults import (
@@ -753,11 +753,11 @@ def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
     """A broken catalog and a decision for an unknown reference: the node's down ack names
     both seqs with a reason, so HQ can show what was not applied."""
     from edge_node import __version__
-    from edge_node.sync_port import NodeOutbox
+    from edge_node.replication.port import NodeOutbox
+    from hq.downstream import enqueue
+    from hq.worker import Worker
     from sync import envelope, topics
     from sync.agent import Agent
-    from sync.hq.downstream import enqueue
-    from sync.hq.worker import Worker
     from tests.test_sync_e2e import wait_for
     from tests.test_sync_faults import RawClient
 

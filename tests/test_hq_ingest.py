@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
+from hq.ingest import Ingest, register_node, verify_chain
+from hq.store import HQDatabase
 from sync import envelope
 from sync.chain import GENESIS_HASH, entry_hash
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import Ingest, register_node, verify_chain
 
 HQ_KEY = x25519.X25519PrivateKey.generate()
 CA_KEY, CA_CERT = pki.create_ca()

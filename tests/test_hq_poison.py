@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from hq.cli.main import main as hq_cli
+from hq.store import HQDatabase
+from hq.worker import Worker
 from sync import envelope, topics
 from sync.bundle import write_bundle
-from sync.hq.db import HQDatabase
-from sync.hq.worker import Worker
-from sync.hq_cli import main as hq_cli
 from sync.identity import NodeIdentity
 from tests.sync_env import SyncEnv
 from tests.test_sync_e2e import wait_for
@@ -181,7 +181,7 @@ def test_worker_quarantines_poison_once_and_goes_on(env: SyncEnv, ident: NodeIde
 def test_a_failure_without_a_check_is_quarantined_too(env: SyncEnv, ident: NodeIdentity) -> None:
     """A store that fails mid-apply: the batch is quarantined (reason internal_error), not lost
     in a log line, and once the store is whole again the node's resend applies."""
-    from sync.hq.ingest import Ingest
+    from hq.ingest import Ingest
 
     db = HQDatabase(env.hq_url)
     try:

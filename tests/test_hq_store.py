@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sync.hq.db import HQDatabase, StoreError, key_path
-from sync.hq_cli import main as hq_cli
+from hq.cli.main import main as hq_cli
+from hq.store import HQDatabase, StoreError, key_path
 
 
 def mode(path: Path) -> int:

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from edge_node import jobs
 from edge_node.api import create_app
 from edge_node.api.routing import ROUTES
 from edge_node.config import load_settings
 from edge_node.domain import counters, kpi, queue, visits
 from edge_node.node import Node
+from edge_node.service import jobs
 from tests.helpers import (
     DGIP,
     NADRA,

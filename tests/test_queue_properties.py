@@ -15,11 +15,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from hypothesis.stateful import run_state_machine_as_test as run_machine
 from sqlite_utils import Database
 
-from edge_node import jobs
 from edge_node.config import load_settings
 from edge_node.domain import counters, queue, visits
 from edge_node.errors import EdgeError
 from edge_node.node import Node
+from edge_node.service import jobs
 from tests.helpers import DGIP, NADRA, FakeClock, outbox_mark
 
 T = TypeVar("T")

@@ -10,11 +10,11 @@ import pytest
 from certs import pki
 from edge_node import __version__
 from edge_node.node import Node
-from edge_node.sync_port import NodeOutbox
+from edge_node.replication.port import NodeOutbox
+from hq.store import HQDatabase
+from hq.worker import Worker
 from sync import agent as agent_module
 from sync.agent import Agent
-from sync.hq.db import HQDatabase
-from sync.hq.worker import Worker
 from sync.identity import load_cert
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv

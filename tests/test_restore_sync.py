@@ -19,25 +19,25 @@ from typing import Any
 import pytest
 
 from edge_node import __version__
-from edge_node.backup import create_backup
 from edge_node.domain import audit
 from edge_node.node import Node
-from edge_node.restore import record_restore, restore_backup
+from edge_node.ops.backup import create_backup
+from edge_node.ops.restore import record_restore, restore_backup
+from edge_node.replication.port import NodeOutbox, restore_point, set_restore_point
 from edge_node.store.schema import SYNCED_TABLES
-from edge_node.sync_port import NodeOutbox, restore_point, set_restore_point
-from sync import envelope, topics
-from sync.agent import Agent
-from sync.hq.db import HQDatabase
-from sync.hq.downstream import enqueue
-from sync.hq.ingest import _advance, verify_chain
-from sync.hq.resume import (
+from hq.downstream import enqueue
+from hq.ingest import _advance, verify_chain
+from hq.resume import (
     RESUME_MARGIN_SEQS,
     ResumeRequest,
     parse_request,
     reserve,
     restores_in_chain,
 )
-from sync.hq.worker import Worker
+from hq.store import HQDatabase
+from hq.worker import Worker
+from sync import envelope, topics
+from sync.agent import Agent
 from sync.identity import NodeIdentity
 from sync.transport import LinkConfig, MqttLink
 from tests.helpers import wait_for
@@ -417,7 +417,7 @@ def test_downstream_realigns_to_the_node_in_both_directions(
         hq_with_node: HQDatabase, caplog: pytest.LogCaptureFixture) -> None:
     """A node behind HQ's record (restored) gets items again from its seq; a node ahead of
     HQ (HQ's store restored) moves HQ's counter above it; both are logged."""
-    from sync.hq.downstream import pending_items, realign
+    from hq.downstream import pending_items, realign
 
     db = hq_with_node
     for version in (1, 2, 3):
@@ -437,7 +437,7 @@ def test_downstream_realigns_to_the_node_in_both_directions(
 
 def test_down_pacer_repeats_a_range_only_after_a_growing_pause() -> None:
     """A new range goes at once; the same range after 20 s, 40 s, … at most every 10 min."""
-    from sync.hq.downstream import RESEND_FIRST_S, RESEND_MAX_S, DownPacer
+    from hq.downstream import RESEND_FIRST_S, RESEND_MAX_S, DownPacer
 
     now = [0.0]
     pacer = DownPacer(clock=lambda: now[0])

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from edge_node import login_throttle
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, DEMO_STAFF
-from edge_node.cli import main
+from edge_node.cli.main import main
 from edge_node.node import Node
 from tests.helpers import FakeClock, Headers, assert_error, log_in, ok
 

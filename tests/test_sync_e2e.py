@@ -11,10 +11,10 @@ import pytest
 
 from edge_node import __version__
 from edge_node.node import Node
+from edge_node.replication.port import NodeOutbox
 from edge_node.store.schema import SYNCED_TABLES
-from edge_node.sync_port import NodeOutbox
+from hq.worker import Worker
 from sync.agent import Agent
-from sync.hq.worker import Worker
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv, hq_rows
 from tests.tls_broker import TLSBroker
@@ -88,8 +88,8 @@ def test_downstream_catalog_and_staff(env: SyncEnv, node: Node) -> None:
     from argon2 import PasswordHasher
 
     from edge_node.domain.catalog import load_seed
-    from sync.hq.db import HQDatabase
-    from sync.hq.downstream import enqueue
+    from hq.downstream import enqueue
+    from hq.store import HQDatabase
 
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
     env.broker.start()

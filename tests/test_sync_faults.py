@@ -38,20 +38,20 @@ import requests
 from flask import Flask
 from sqlite_utils import Database
 
+import hq.ingest as ingest_module
 import sync.agent as agent_module
-import sync.hq.ingest as ingest_module
 from edge_node import __version__
 from edge_node.api import create_app
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
+from edge_node.replication.port import ACKED_KEY, NodeOutbox
 from edge_node.store.db import DB_FILE_NAME, open_database
 from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
-from edge_node.sync_port import ACKED_KEY, NodeOutbox
+from hq.store import HQDatabase
+from hq.worker import Worker
 from sync import envelope, topics
 from sync.agent import Agent
-from sync.hq.db import HQDatabase
-from sync.hq.worker import Worker
 from tests.helpers import console_script, exited, health, wait_for
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows

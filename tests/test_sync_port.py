@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from edge_node.domain.catalog import load_seed
 from edge_node.node import Node
-from edge_node.sync_port import NodeOutbox
+from edge_node.replication.port import NodeOutbox
 from tests.helpers import NADRA, call_and_complete, log_in, open_counter
 
 

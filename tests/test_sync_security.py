@@ -13,10 +13,10 @@ import pytest
 from edge_node import __version__
 from edge_node.domain import citizens
 from edge_node.node import Node
-from edge_node.sync_port import NodeOutbox
+from edge_node.replication.port import NodeOutbox
+from hq.worker import Worker
 from sync import topics
 from sync.agent import Agent
-from sync.hq.worker import Worker
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
 from tests.tls_broker import Identity, TLSBroker

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edge_node.cli import main
-from edge_node.install_cli import HQ_UNITS, NODE_UNITS, TEMPLATE_BIN_DIR, default_bin_dir
+from edge_node.cli.install import HQ_UNITS, NODE_UNITS, TEMPLATE_BIN_DIR, default_bin_dir
+from edge_node.cli.main import main
 from edge_node.node import Node
-from edge_node.systemd_notify import (
+from edge_node.service.systemd_notify import (
     ServiceNotifier,
     Watchdog,
     notify,

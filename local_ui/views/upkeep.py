@@ -17,8 +17,8 @@ from werkzeug.wrappers import Response
 from edge_node import __version__
 from edge_node.config import SETTINGS
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
-from edge_node.sync_port import NodeOutbox
-from edge_node.sync_runtime import is_enrolled
+from edge_node.replication.port import NodeOutbox
+from edge_node.replication.runtime import is_enrolled
 from local_ui import live
 from local_ui.security import node, screen
 from local_ui.web import back, render
@@ -60,7 +60,7 @@ def sync_live() -> Response:
 @screen(SYNC_READERS)
 def export() -> Any:
     """Everything HQ has not acknowledged as one bundle file, downloaded for the USB stick."""
-    from edge_node.sync_port import export_bundle
+    from edge_node.replication.port import export_bundle
     from sync.bundle import BundleError
     from sync.identity import IdentityError
 
@@ -82,9 +82,9 @@ def export() -> Any:
 
 
 def _doctor_module() -> Any:
-    """`edge_node.doctor` when another part of the product installed it, else None."""
+    """`edge_node.ops.doctor` when another part of the product installed it, else None."""
     try:
-        return importlib.import_module("edge_node.doctor")
+        return importlib.import_module("edge_node.ops.doctor")
     except ImportError:
         return None
 

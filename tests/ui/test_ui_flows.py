@@ -149,8 +149,8 @@ def test_ui_export_records_the_export_for_retire(ui_client: Client, node: Node,
                                                 tmp_path: Path) -> None:
     """The bundle downloaded from /sync is recorded like `edge-node sync export`'s: retire's
     check then counts its records as exported, not stranded."""
-    from edge_node.retire import readiness
-    from edge_node.sync_port import NodeOutbox
+    from edge_node.ops.retire import readiness
+    from edge_node.replication.port import NodeOutbox
     from tests.sync_env import SyncEnv
     from tests.test_sync_e2e import issue_tickets
     from tests.tls_broker import TLSBroker
@@ -170,7 +170,7 @@ def test_ui_export_records_the_export_for_retire(ui_client: Client, node: Node,
 
 @dataclass(frozen=True)
 class FakeResult:
-    """Shaped like edge_node.doctor.Result."""
+    """Shaped like edge_node.ops.doctor.Result."""
 
     check: str
     status: str
@@ -180,11 +180,11 @@ class FakeResult:
 
 def test_technician_runs_the_doctor(ui_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a doctor module the page runs its checks and shows each verdict."""
-    fake = types.ModuleType("edge_node.doctor")
+    fake = types.ModuleType("edge_node.ops.doctor")
     fake.run_checks = lambda settings: [  # type: ignore[attr-defined]
         FakeResult("key_file", "PASS", "mode 0600"),
         FakeResult("disk", "WARN", "<b>9%</b> free", "free some space")]
-    monkeypatch.setitem(sys.modules, "edge_node.doctor", fake)
+    monkeypatch.setitem(sys.modules, "edge_node.ops.doctor", fake)
     client = ui_client("technician")
     assert 'id="run-doctor"' in client.get("/technician").get_data(as_text=True)
     page = post(client, "/technician").get_data(as_text=True)
@@ -194,6 +194,6 @@ def test_technician_runs_the_doctor(ui_client: Client, monkeypatch: pytest.Monke
 
 def test_technician_without_doctor(ui_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the module the page still works and says so."""
-    monkeypatch.setitem(sys.modules, "edge_node.doctor", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "edge_node.ops.doctor", None)  # import raises ImportError
     page = ui_client("technician").get("/technician").get_data(as_text=True)
     assert "not installed" in page and "session_idle_minutes" in page

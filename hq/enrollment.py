@@ -9,9 +9,9 @@ from cryptography import x509
 from certs import pki
 from certs.authority import Authority
 from certs.enroll import check_request, make_bundle
-from sync.hq.db import HQDatabase
-from sync.hq.downstream import enqueue
-from sync.hq.ingest import register_node
+from hq.downstream import enqueue
+from hq.ingest import register_node
+from hq.store import HQDatabase
 
 
 def sign_request(auth: Authority, db: HQDatabase, request: dict[str, Any], center_id: str,

@@ -8,7 +8,7 @@ found to be this node's. The replaced database is kept as
 The restored outbox counter is behind what HQ already holds (records made
 after the backup reached HQ, then were lost with the disk). So the restored
 database gets a *restore point*: records made after it are held back until HQ
-says where new seqs may start (edge_node/sync_port.py, sync/hq/resume.py).
+says where new seqs may start (edge_node/replication/port.py, hq/resume.py).
 Records HQ holds but the restored node lost stay HQ-only.
 """
 
@@ -26,7 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_node.backup import (
+from edge_node.domain import audit, epoch
+from edge_node.ids import business_date, utcnow
+from edge_node.node import db_path
+from edge_node.ops.backup import (
     BackupError,
     check_copy,
     db_keys,
@@ -35,19 +38,16 @@ from edge_node.backup import (
     sha256_of,
     write_atomic,
 )
-from edge_node.domain import audit, epoch
-from edge_node.ids import business_date, utcnow
-from edge_node.node import db_path
-from edge_node.retire import EXPORTED_MARKER, exported_through
-from edge_node.store.db import DatabaseError, StoreError, open_database
-from edge_node.store.keyfile import NodeKeys
-from edge_node.sync_port import (
+from edge_node.ops.retire import EXPORTED_MARKER, exported_through
+from edge_node.replication.port import (
     ACKED_KEY,
     restore_audit_seq,
     restore_point,
     set_restore_point,
 )
-from edge_node.sync_runtime import SyncLock, is_enrolled, sync_dir
+from edge_node.replication.runtime import SyncLock, is_enrolled, sync_dir
+from edge_node.store.db import DatabaseError, StoreError, open_database
+from edge_node.store.keyfile import NodeKeys
 
 log = logging.getLogger(__name__)
 SHM_DMS_OFFSET = 128  # SQLite's "dead man switch" byte in the -shm file: every open

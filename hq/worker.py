@@ -15,11 +15,11 @@ import threading
 import time
 from typing import Any
 
+from hq.downstream import DownPacer, ack_envelope, pending_envelope
+from hq.ingest import Ingest, utc_now
+from hq.resume import resume_ack_envelope
+from hq.store import HQDatabase
 from sync import topics
-from sync.hq.db import HQDatabase
-from sync.hq.downstream import DownPacer, ack_envelope, pending_envelope
-from sync.hq.ingest import Ingest, utc_now
-from sync.hq.resume import resume_ack_envelope
 from sync.identity import HQIdentity
 from sync.transport import LinkConfig, MqttLink
 
@@ -54,7 +54,7 @@ class Worker:
     def _renewer(self) -> Any:
         """Certificate renewal, when this worker's key directory holds the CA."""
         from certs.authority import AuthorityError, open_authority
-        from sync.hq.enrollment import renew
+        from hq.enrollment import renew
 
         try:
             auth = open_authority(self.identity.directory)

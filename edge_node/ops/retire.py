@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_node.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
 from edge_node.node import db_path, key_path
+from edge_node.ops.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
+from edge_node.replication.port import ACKED_KEY
+from edge_node.replication.runtime import LOCK_NAME, sync_dir
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import NodeKeys
-from edge_node.sync_port import ACKED_KEY
-from edge_node.sync_runtime import LOCK_NAME, sync_dir
 
 EXPORTED_MARKER = "exported_seq"
 

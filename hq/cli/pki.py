@@ -63,8 +63,8 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
 
     Example: edge-hq node sign enroll-NABCDE.json --center ISB-01 --broker mqtt.hq:8883
     """
-    from sync.hq.enrollment import sign_request
-    from sync.hq_cli import _db
+    from hq.cli.main import _db
+    from hq.enrollment import sign_request
 
     host, _, port = broker.rpartition(":")
     if not host or not port.isdigit():
@@ -120,8 +120,8 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
     Example: edge-hq node revoke NABCDE
     """
-    from sync.hq.enrollment import revoke
-    from sync.hq_cli import _db
+    from hq.cli.main import _db
+    from hq.enrollment import revoke
 
     try:
         serial = revoke(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), node_id)
@@ -133,7 +133,7 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
 def _active_nodes(db_url: str) -> list[str]:
     """Enrolled, unrevoked node ids: the broker lets exactly these in."""
-    from sync.hq_cli import _db
+    from hq.cli.main import _db
 
     db = _db(db_url)
     try:

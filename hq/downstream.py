@@ -27,9 +27,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from hq.ingest import utc_now
+from hq.store import HQDatabase
 from sync import envelope
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import utc_now
 
 log = logging.getLogger(__name__)
 KINDS = ("catalog", "staff", "decision", "revocation", "certificate")

@@ -10,13 +10,13 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from waitress.server import create_server
 
-from edge_node.jobs import add_jobs
 from edge_node.node import Node
-from edge_node.sync_runtime import SyncLock, start_agent
-from edge_node.systemd_notify import ServiceNotifier, serving_alive
+from edge_node.replication.runtime import SyncLock, start_agent
+from edge_node.service.jobs import add_jobs
+from edge_node.service.systemd_notify import ServiceNotifier, serving_alive
 from local_ui import create_app  # the JSON API plus the staff screens
 
-log = logging.getLogger("edge_node.serve")
+log = logging.getLogger("edge_node.service.serve")
 
 
 class _Stop(SystemExit):

@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hq.downstream import ack_envelope, pending_envelope
+from hq.ingest import Ingest
+from hq.store import HQDatabase
 from sync import envelope
 from sync.bundle import SUFFIX, BundleError, BundleReader, write_bundle
-from sync.hq.db import HQDatabase
-from sync.hq.downstream import ack_envelope, pending_envelope
-from sync.hq.ingest import Ingest
 from sync.identity import HQIdentity
 
 

@@ -1,4 +1,4 @@
-"""`edge-node retire [--wipe]`: a thin click layer over edge_node/retire.py."""
+"""`edge-node retire [--wipe]`: a thin click layer over edge_node/ops/retire.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from edge_node.retire import Readiness
+    from edge_node.ops.retire import Readiness
 
 WAY_OUT = ("sync them (`edge-node sync push`) or export them (`edge-node sync export --out "
            "DIR`) and take the bundle to HQ, then retire again")
@@ -30,11 +30,11 @@ def retire(ctx: click.Context, wipe: bool, yes: bool, force: bool) -> None:
 
     Example: edge-node retire --wipe
     """
-    from edge_node.cli import settings_of, user_errors
+    from edge_node.cli.main import settings_of, user_errors
     from edge_node.node import load_keys
-    from edge_node.restore import hold_stopped_node
-    from edge_node.retire import readiness
-    from edge_node.retire import wipe as wipe_node
+    from edge_node.ops.restore import hold_stopped_node
+    from edge_node.ops.retire import readiness
+    from edge_node.ops.retire import wipe as wipe_node
     from edge_node.store.db import StoreError
 
     settings = settings_of(ctx)

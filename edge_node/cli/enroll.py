@@ -9,7 +9,7 @@ import click
 
 from certs.enroll import EnrollError, install, make_request, read_json, request_digest
 from certs.pki import write_private
-from edge_node.sync_runtime import sync_dir
+from edge_node.replication.runtime import sync_dir
 
 
 @click.group()
@@ -26,7 +26,7 @@ def enroll_request(ctx: click.Context, out: str | None) -> None:
 
     Example: edge-node enroll request --out /media/usb/enroll-NABCDE.json
     """
-    from edge_node.cli import opened_node
+    from edge_node.cli.main import opened_node
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
@@ -50,7 +50,7 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
     Example: edge-node enroll install enroll-NABCDE.bundle.json --ca-fingerprint 3A:1F:…
     """
-    from edge_node.cli import opened_node
+    from edge_node.cli.main import opened_node
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
@@ -67,7 +67,7 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
 def _refuse_if_unsynced(node: object, directory: Path) -> None:
     """Re-enrolling a node with unsynced records would strand them: refuse unless exported."""
-    from edge_node.sync_port import NodeOutbox
+    from edge_node.replication.port import NodeOutbox
 
     if not (directory / "node.pem").exists():
         return

@@ -23,11 +23,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from hq import resume
+from hq.store import HQDatabase
 from sync import envelope, topics
 from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
-from sync.hq import resume
-from sync.hq.db import HQDatabase
 from sync.merge import State, merge, node_writes, policy_for
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class Ingest:
         return Outcome(node_id)
 
     def _resume(self, env: envelope.Envelope, node_id: str) -> Outcome:
-        """A restored node asks where its new records may start (sync/hq/resume.py)."""
+        """A restored node asks where its new records may start (hq/resume.py)."""
         try:
             request = resume.parse_request(envelope.open_body(env, self.hpke_private))
         except envelope.EnvelopeError as exc:
@@ -275,7 +275,7 @@ class Ingest:
                            node_id)
 
         def run(tx: HQDatabase) -> None:
-            from sync.hq.downstream import realign  # downstream imports this module
+            from hq.downstream import realign  # downstream imports this module
 
             realign(tx, node_id, seq, "downstream ack")
             tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",

@@ -209,8 +209,8 @@ def export_bundle(node: Node, directory: Path,
     sync.bundle.BundleError (not enrolled, bad target, limits),
     sync.identity.IdentityError (unusable keys) or OSError.
     """
-    from edge_node.retire import note_exported
-    from edge_node.sync_runtime import is_enrolled, sync_dir
+    from edge_node.ops.retire import note_exported
+    from edge_node.replication.runtime import is_enrolled, sync_dir
     from sync.bundle import BundleError, export_outbox
     from sync.identity import load_node_identity
 
@@ -322,7 +322,7 @@ def _certificate(db: Database, payload: Any, node: Node) -> None:
     from cryptography import x509
 
     from certs.pki import cert_pem, common_name, verify_issued_by, write_private
-    from edge_node.sync_runtime import sync_dir
+    from edge_node.replication.runtime import sync_dir
     from sync.identity import load_cert, load_ec_key
 
     directory = sync_dir(node.settings)

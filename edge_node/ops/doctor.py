@@ -37,9 +37,9 @@ from sqlite_utils import Database
 from certs.hostnames import server_names
 from edge_node.ids import iso, parse_iso, utcnow
 from edge_node.node import Node, db_path, key_path
+from edge_node.replication.runtime import is_enrolled, sync_dir
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
-from edge_node.sync_runtime import is_enrolled, sync_dir
 from sync.hlc import HLCError, Timestamp
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
@@ -184,7 +184,7 @@ def check_key_file(doc: Doctor) -> Result:
     name, path = "key-file", key_path(doc.settings)
     if not path.exists():
         if CREDSTORE_KEY.exists():
-            from edge_node.install_cli import default_bin_dir, doctor_command
+            from edge_node.cli.install import default_bin_dir, doctor_command
 
             return Result(name, WARN, f"the key is sealed as a systemd credential "
                           f"({CREDSTORE_KEY}); this shell cannot read it",
@@ -534,7 +534,7 @@ def _broker_names(host: str, port: int, timeout: float, chain: tuple[str, str]) 
 # -- operations: backlog, backup, service -------------------------------------------------
 def check_backlog(doc: Doctor) -> Result:
     """Age of the oldest record HQ has not acknowledged."""
-    from edge_node.sync_port import NodeOutbox
+    from edge_node.replication.port import NodeOutbox
 
     if doc.db is None:
         return Result("backlog", SKIP, "database unreadable (see database)")
@@ -628,7 +628,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-node --data-dir /var/lib/edge-node doctor --json
     """
-    from edge_node.cli import settings_of
+    from edge_node.cli.main import settings_of
 
     results = run_checks(settings_of(ctx))
     if as_json:

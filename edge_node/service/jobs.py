@@ -30,8 +30,8 @@ def snapshot_kpis(node: Node) -> None:
 
 def backup_daily(node: Node) -> None:
     """The daily encrypted backup, then rotation (a failure is logged; next day retries)."""
-    from edge_node.backup import scheduled_backup
     from edge_node.errors import EdgeError
+    from edge_node.ops.backup import scheduled_backup
 
     try:
         made = scheduled_backup(node.settings, node.keys)
@@ -49,7 +49,7 @@ def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     scheduler.add_job(snapshot_kpis, "cron", args=[node], id="kpi_snapshot",
                       hour=node.settings["kpi_snapshot_hour"], minute=55, coalesce=True,
                       max_instances=1)
-    from edge_node.backup import check_schedule
+    from edge_node.ops.backup import check_schedule
 
     check_schedule(node.settings)
     scheduler.add_job(backup_daily, "cron", args=[node], id="backup",

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from sync.hq.db import HQDatabase, StoreError
+from hq.store import HQDatabase, StoreError
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
@@ -75,7 +75,7 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
 
     Example: edge-hq serve --broker localhost:8883 --workers 2
     """
-    from sync.hq.worker import Worker
+    from hq.worker import Worker
     from sync.identity import IdentityError, load_hq_identity
 
     logging.basicConfig(level=logging.INFO,
@@ -142,7 +142,7 @@ def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq fleet --json
     """
-    from sync.hq.fleet import fleet
+    from hq.fleet import fleet
 
     _print(fleet(_db(ctx.obj["db"])), as_json)
 
@@ -156,7 +156,7 @@ def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
 
     Example: edge-hq quarantine --limit 20
     """
-    from sync.hq.fleet import quarantine_rows
+    from hq.fleet import quarantine_rows
 
     _print(quarantine_rows(_db(ctx.obj["db"]), limit), as_json)
 
@@ -169,7 +169,7 @@ def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq conflicts
     """
-    from sync.hq.fleet import conflict_rows
+    from hq.fleet import conflict_rows
 
     _print(conflict_rows(_db(ctx.obj["db"])), as_json)
 
@@ -184,8 +184,8 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
 
     Example: edge-hq chain NABCDE
     """
-    from sync.hq.ingest import verify_chain
-    from sync.hq.resume import restores_in_chain
+    from hq.ingest import verify_chain
+    from hq.resume import restores_in_chain
 
     db = _db(ctx.obj["db"])
     problems = verify_chain(db, node_id)
@@ -215,8 +215,8 @@ def import_cmd(ctx: click.Context, file: str, keys_dir: str, ack_out: str | None
 
     Example: edge-hq import /media/usb/NABCDE-up-1-3600.keb --ack-out /media/usb
     """
+    from hq.bundles import import_bundle
     from sync.bundle import BundleError
-    from sync.hq.bundles import import_bundle
     from sync.identity import IdentityError, load_hq_identity
 
     try:
@@ -253,7 +253,7 @@ def publish() -> None:
 
 def _enqueue(ctx: click.Context, kind: str, payload: Any, node: str | None) -> None:
     """Queue and report."""
-    from sync.hq.downstream import enqueue
+    from hq.downstream import enqueue
 
     try:
         count = enqueue(_db(ctx.obj["db"]), kind, payload, node)
@@ -314,7 +314,7 @@ def publish_decision(ctx: click.Context, reference: str, status: str, node: str)
 
 def _register_pki_commands() -> None:
     """The CA side lives in its own module; attach its commands here."""
-    from sync.hq.pki_cli import broker_config, ca, node
+    from hq.cli.pki import broker_config, ca, node
 
     main.add_command(ca)
     main.add_command(node)

@@ -1,4 +1,4 @@
-"""`edge-node backup` and `edge-node restore`: a thin click layer over edge_node/backup.py."""
+"""`edge-node backup` and `edge-node restore`: a thin click layer over edge_node/ops/backup.py."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def backup(ctx: click.Context, out_dir: str | None) -> None:
 
     Example: edge-node backup --out /media/usb
     """
-    from edge_node.backup import backup_dir, create_backup, rotate
-    from edge_node.cli import settings_of, user_errors
+    from edge_node.cli.main import settings_of, user_errors
     from edge_node.node import db_path, key_path, load_keys
+    from edge_node.ops.backup import backup_dir, create_backup, rotate
     from edge_node.store.db import StoreError
 
     settings = settings_of(ctx)
@@ -66,9 +66,9 @@ def restore(ctx: click.Context, file: str, force: bool) -> None:
 
     Example: edge-node restore /var/lib/edge-node/backups/node-20250301T023000.000Z-4711.db
     """
-    from edge_node.cli import settings_of, user_errors
+    from edge_node.cli.main import settings_of, user_errors
     from edge_node.node import load_keys
-    from edge_node.restore import record_restore, restore_backup
+    from edge_node.ops.restore import record_restore, restore_backup
 
     settings = settings_of(ctx)
     path = Path(file)

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from edge_node import __version__
 from edge_node.node import Node
-from edge_node.sync_port import NodeOutbox
+from edge_node.replication.port import NodeOutbox
 from sync.agent import Agent
 from sync.identity import IdentityError, load_node_identity
 

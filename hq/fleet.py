@@ -8,8 +8,8 @@ from typing import Any
 
 from cryptography import x509
 
-from sync.hq.db import HQDatabase
-from sync.hq.ingest import verify_chain
+from hq.ingest import verify_chain
+from hq.store import HQDatabase
 
 
 def fleet(db: HQDatabase) -> list[dict[str, Any]]:

@@ -128,7 +128,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     Example: edge-node serve --host 0.0.0.0 --port 8080
     """
-    from edge_node.serve import run_server
+    from edge_node.service.serve import run_server
 
     settings = settings_of(ctx, host=host, port=port)
     with user_errors():
@@ -173,8 +173,8 @@ def sync_status(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-node sync status
     """
-    from edge_node.sync_port import NodeOutbox
-    from edge_node.sync_runtime import is_enrolled
+    from edge_node.replication.port import NodeOutbox
+    from edge_node.replication.runtime import is_enrolled
 
     with opened_node(ctx) as node:
         summary = {**NodeOutbox(node).summary(), "enrolled": is_enrolled(node.settings)}
@@ -202,8 +202,8 @@ def sync_push(ctx: click.Context, timeout: float) -> None:
 
     Example: edge-node sync push --timeout 300
     """
-    from edge_node.sync_port import NodeOutbox
-    from edge_node.sync_runtime import SyncLock, is_enrolled, start_agent
+    from edge_node.replication.port import NodeOutbox
+    from edge_node.replication.runtime import SyncLock, is_enrolled, start_agent
 
     with opened_node(ctx) as node:
         if not is_enrolled(node.settings):
@@ -244,7 +244,7 @@ def _watch_backlog(port: Any, timeout: float) -> bool:
 
 def _node_identity(node: Node) -> NodeIdentity:
     """The node's sync keys, or a one-line error when it is not enrolled."""
-    from edge_node.sync_runtime import is_enrolled, sync_dir
+    from edge_node.replication.runtime import is_enrolled, sync_dir
     from sync.identity import IdentityError, load_node_identity
 
     if not is_enrolled(node.settings):
@@ -269,7 +269,7 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
     """
     from pathlib import Path
 
-    from edge_node.sync_port import NodeOutbox, export_bundle
+    from edge_node.replication.port import NodeOutbox, export_bundle
     from sync.bundle import BundleError
     from sync.identity import IdentityError
 
@@ -307,7 +307,7 @@ def sync_import_ack(ctx: click.Context, file: str) -> None:
     """
     from pathlib import Path
 
-    from edge_node.sync_port import NodeOutbox
+    from edge_node.replication.port import NodeOutbox
     from sync.bundle import BundleError, import_ack_bundle
 
     with opened_node(ctx) as node:
@@ -358,19 +358,19 @@ def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from edge_node.enroll_cli import enroll
+    from edge_node.cli.enroll import enroll
 
     main.add_command(enroll)
-    from edge_node.backup_cli import backup, restore
-    from edge_node.retire_cli import retire
+    from edge_node.cli.backup import backup, restore
+    from edge_node.cli.retire import retire
 
     main.add_command(backup)
     main.add_command(restore)
     main.add_command(retire)
-    from edge_node.install_cli import install_systemd
+    from edge_node.cli.install import install_systemd
 
     main.add_command(install_systemd)
-    from edge_node.doctor import doctor
+    from edge_node.ops.doctor import doctor
 
     main.add_command(doctor)
 

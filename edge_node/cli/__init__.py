@@ -1,0 +1,1 @@
+"""The `edge-node` command: one module per command group."""

@@ -1,0 +1,1 @@
+"""Field operations on a node's data directory: backup, restore, retire, doctor."""

@@ -1,0 +1,1 @@
+"""The `edge-hq` command: one module per command group."""
