@@ -22,6 +22,7 @@ from certs import pki
 from edge_node.cli.main import main
 from edge_node.config import SETTINGS_BY_NAME
 from edge_node.node import Node
+from edge_node.ops import checkup, node_checks
 from edge_node.ops import doctor as doc_mod
 from edge_node.ops.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresholds, run_checks
 from tests.tls_broker import TLSBroker, free_port
@@ -87,7 +88,7 @@ def test_key_file_wrong_owner(settings: dict[str, Any]) -> None:
 def test_missing_key_file_fails(settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                 tmp_path: Path) -> None:
     """No key file (and no sealed credential): FAIL naming the path."""
-    monkeypatch.setattr(doc_mod, "CREDSTORE_KEY", tmp_path / "none")
+    monkeypatch.setattr(node_checks, "CREDSTORE_KEY", tmp_path / "none")
     (Path(settings["data_dir"]) / "node.key").unlink()
     assert check(settings, "key-file").status == FAIL
     assert check(settings, "database").status == FAIL
@@ -98,7 +99,7 @@ def test_sealed_key_is_a_warning_with_the_sandbox_command(
     """When the key is a systemd credential, the fix is the systemd-run command."""
     sealed = tmp_path / "edge-node-key"
     sealed.write_bytes(b"sealed")
-    monkeypatch.setattr(doc_mod, "CREDSTORE_KEY", sealed)
+    monkeypatch.setattr(node_checks, "CREDSTORE_KEY", sealed)
     (Path(settings["data_dir"]) / "node.key").unlink()
     result = check(settings, "key-file")
     assert result.status == WARN and "systemd-run" in result.fix
@@ -169,11 +170,11 @@ def test_disk_thresholds_from_settings(settings: dict[str, Any]) -> None:
 
 def test_doctor_settings_default_to_the_named_constants() -> None:
     """config.py repeats the doctor's constants as defaults; they must agree."""
-    assert SETTINGS_BY_NAME["doctor_disk_warn_mib"].default == doc_mod.DISK_WARN_MIB
-    assert SETTINGS_BY_NAME["doctor_disk_warn_percent"].default == doc_mod.DISK_WARN_PERCENT
-    assert SETTINGS_BY_NAME["doctor_disk_fail_mib"].default == doc_mod.DISK_FAIL_MIB
+    assert SETTINGS_BY_NAME["doctor_disk_warn_mib"].default == checkup.DISK_WARN_MIB
+    assert SETTINGS_BY_NAME["doctor_disk_warn_percent"].default == checkup.DISK_WARN_PERCENT
+    assert SETTINGS_BY_NAME["doctor_disk_fail_mib"].default == checkup.DISK_FAIL_MIB
     assert SETTINGS_BY_NAME["doctor_broker_timeout_seconds"].default == \
-        doc_mod.BROKER_TIMEOUT_S
+        checkup.BROKER_TIMEOUT_S
 
 
 # -- clock ----------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_clock_skew_against_hq(settings: dict[str, Any], skew_s: float, status: 
     stamp = f"{int(hq.timestamp() * 1000):015d}-00000-hq"
     node = Node(settings)
     node.write(lambda db: db.table("node_meta").upsert(
-        {"key": doc_mod.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
+        {"key": checkup.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
     node.close()
     assert check(settings, "clock").status == status
 
@@ -408,7 +409,7 @@ def test_exit_code_zero_when_everything_passes(settings: dict[str, Any],
     node = Node(settings)
     stamp = f"{int(time.time() * 1000):015d}-00000-hq"
     node.write(lambda db: db.table("node_meta").upsert(
-        {"key": doc_mod.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
+        {"key": checkup.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
     node.close()
     results = run_checks(settings, systemctl=None, systemd_running=False)
     assert [r.line() for r in results if r.status not in (PASS, SKIP)] == []

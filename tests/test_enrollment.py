@@ -212,6 +212,7 @@ def _connects(port: int, keys: Path, name: str) -> bool:
         client.disconnect()
 
 
+@pytest.mark.broker
 def test_hq_signing_certificate_cannot_open_a_broker_session(fleet: dict[str, Any]) -> None:
     """hq-sign carries only documentSigning: the real TLS broker refuses it; hq connects."""
     import getpass

@@ -9,6 +9,7 @@ import click
 
 from certs.enroll import EnrollError, install, make_request, read_json, request_digest
 from certs.pki import write_private
+from edge_node.cli.common import opened_node
 from edge_node.replication.runtime import sync_dir
 
 
@@ -26,7 +27,6 @@ def enroll_request(ctx: click.Context, out: str | None) -> None:
 
     Example: edge-node enroll request --out /media/usb/enroll-NABCDE.json
     """
-    from edge_node.cli.main import opened_node
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
@@ -50,7 +50,6 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
     Example: edge-node enroll install enroll-NABCDE.bundle.json --ca-fingerprint 3A:1F:…
     """
-    from edge_node.cli.main import opened_node
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)

@@ -7,52 +7,22 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from edge_node import __version__
-from edge_node.config import SETTINGS, ConfigError, load_settings
-from edge_node.errors import EdgeError
+from edge_node.cli.backup import backup, restore
+from edge_node.cli.common import opened_node, settings_of, user_errors
+from edge_node.cli.doctor import doctor
+from edge_node.cli.enroll import enroll
+from edge_node.cli.install import install_systemd
+from edge_node.cli.retire import retire
+from edge_node.config import SETTINGS
 from edge_node.node import Node
-from edge_node.store.db import StoreError
-from edge_node.store.keyfile import KeyFileError
 
 if TYPE_CHECKING:
     from sync.identity import NodeIdentity
-
-USER_ERRORS = (ConfigError, EdgeError, StoreError, KeyFileError)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn expected failures into one-line CLI errors."""
-    try:
-        yield
-    except USER_ERRORS as exc:
-        raise click.ClickException(getattr(exc, "message", None) or str(exc)) from exc
-
-
-def settings_of(ctx: click.Context, **overrides: Any) -> dict[str, Any]:
-    """Settings for this invocation (global options, file, environment, overrides)."""
-    opts = ctx.find_root().params
-    with user_errors():
-        return load_settings(opts.get("data_dir"), opts.get("config"),
-                             {k: v for k, v in overrides.items() if v is not None})
-
-
-@contextmanager
-def opened_node(ctx: click.Context) -> Iterator[Node]:
-    """Open the node for one command and close it afterwards."""
-    with user_errors():
-        node = Node(settings_of(ctx))
-    try:
-        yield node
-    finally:
-        node.close()
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-node")
@@ -356,23 +326,5 @@ def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
     click.echo(f"created {row['role']} account {row['username']}")
 
 
-def _register_commands() -> None:
-    """Commands that live in their own modules."""
-    from edge_node.cli.enroll import enroll
-
-    main.add_command(enroll)
-    from edge_node.cli.backup import backup, restore
-    from edge_node.cli.retire import retire
-
-    main.add_command(backup)
-    main.add_command(restore)
-    main.add_command(retire)
-    from edge_node.cli.install import install_systemd
-
-    main.add_command(install_systemd)
-    from edge_node.ops.doctor import doctor
-
-    main.add_command(doctor)
-
-
-_register_commands()
+for command in (enroll, backup, restore, retire, install_systemd, doctor):
+    main.add_command(command)

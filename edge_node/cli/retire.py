@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from edge_node.cli.common import settings_of, user_errors
+
 if TYPE_CHECKING:
     from edge_node.ops.retire import Readiness
 
@@ -30,7 +32,6 @@ def retire(ctx: click.Context, wipe: bool, yes: bool, force: bool) -> None:
 
     Example: edge-node retire --wipe
     """
-    from edge_node.cli.main import settings_of, user_errors
     from edge_node.node import load_keys
     from edge_node.ops.restore import hold_stopped_node
     from edge_node.ops.retire import readiness

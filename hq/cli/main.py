@@ -20,23 +20,13 @@ from typing import Any
 
 import click
 
-from hq.store import HQDatabase, StoreError
+from hq.cli.common import open_store
+from hq.cli.pki import broker_config, ca, node
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
 BROKER_WAIT_S = 3.0  # no worker connected after this long: say the broker is awaited
 LINK_POLL_S = 0.2
-
-
-def _db(url: str) -> HQDatabase:
-    """Open the store or fail with one line."""
-    try:
-        return HQDatabase(url)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise click.ClickException(f"cannot open HQ store {url.split('@')[-1]}: "
-                                   f"{type(exc).__name__}") from exc
 
 
 def _print(rows: Any, as_json: bool) -> None:
@@ -144,7 +134,7 @@ def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
     """
     from hq.fleet import fleet
 
-    _print(fleet(_db(ctx.obj["db"])), as_json)
+    _print(fleet(open_store(ctx.obj["db"])), as_json)
 
 
 @main.command("quarantine")
@@ -158,7 +148,7 @@ def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     """
     from hq.fleet import quarantine_rows
 
-    _print(quarantine_rows(_db(ctx.obj["db"]), limit), as_json)
+    _print(quarantine_rows(open_store(ctx.obj["db"]), limit), as_json)
 
 
 @main.command("conflicts")
@@ -171,7 +161,7 @@ def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
     """
     from hq.fleet import conflict_rows
 
-    _print(conflict_rows(_db(ctx.obj["db"])), as_json)
+    _print(conflict_rows(open_store(ctx.obj["db"])), as_json)
 
 
 @main.command("chain")
@@ -187,7 +177,7 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
     from hq.ingest import verify_chain
     from hq.resume import restores_in_chain
 
-    db = _db(ctx.obj["db"])
+    db = open_store(ctx.obj["db"])
     problems = verify_chain(db, node_id)
     for line in restores_in_chain(db, node_id):
         click.echo(line)
@@ -223,7 +213,7 @@ def import_cmd(ctx: click.Context, file: str, keys_dir: str, ack_out: str | None
         identity = load_hq_identity(Path(keys_dir))
     except (IdentityError, ValueError) as exc:
         raise click.ClickException(f"HQ keys unusable: {exc}") from exc
-    db = _db(ctx.obj["db"])
+    db = open_store(ctx.obj["db"])
     try:
         report = import_bundle(db, identity, Path(file), Path(ack_out) if ack_out else None)
     except BundleError as exc:
@@ -256,7 +246,7 @@ def _enqueue(ctx: click.Context, kind: str, payload: Any, node: str | None) -> N
     from hq.downstream import enqueue
 
     try:
-        count = enqueue(_db(ctx.obj["db"]), kind, payload, node)
+        count = enqueue(open_store(ctx.obj["db"]), kind, payload, node)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"queued {kind} for {count} node(s)")
@@ -312,13 +302,5 @@ def publish_decision(ctx: click.Context, reference: str, status: str, node: str)
     _enqueue(ctx, "decision", {"reference": reference, "status": status}, node)
 
 
-def _register_pki_commands() -> None:
-    """The CA side lives in its own module; attach its commands here."""
-    from hq.cli.pki import broker_config, ca, node
-
-    main.add_command(ca)
-    main.add_command(node)
-    main.add_command(broker_config)
-
-
-_register_pki_commands()
+for command in (ca, node, broker_config):
+    main.add_command(command)

@@ -13,6 +13,7 @@ from certs.broker import BrokerConfigError, Owner, refresh_broker_dirs, write_br
 from certs.enroll import EnrollError, fingerprint, read_json
 from certs.hostnames import names_host, server_names
 from certs.pki import write_private
+from hq.cli.common import open_store
 
 DEFAULT_KEYS = "./var-hq/keys"
 keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
@@ -63,7 +64,6 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
 
     Example: edge-hq node sign enroll-NABCDE.json --center ISB-01 --broker mqtt.hq:8883
     """
-    from hq.cli.main import _db
     from hq.enrollment import sign_request
 
     host, _, port = broker.rpartition(":")
@@ -72,7 +72,7 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     _check_broker_name(Path(keys_dir), host, port)
     try:
         data = read_json(Path(request), "enrollment request")
-        bundle = sign_request(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), data,
+        bundle = sign_request(open_authority(Path(keys_dir)), open_store(ctx.obj["db"]), data,
                               center_id, host, int(port))
     except (EnrollError, AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -120,11 +120,10 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
     Example: edge-hq node revoke NABCDE
     """
-    from hq.cli.main import _db
     from hq.enrollment import revoke
 
     try:
-        serial = revoke(open_authority(Path(keys_dir)), _db(ctx.obj["db"]), node_id)
+        serial = revoke(open_authority(Path(keys_dir)), open_store(ctx.obj["db"]), node_id)
     except (AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {node_id} (certificate serial {serial:x})")
@@ -133,9 +132,8 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
 def _active_nodes(db_url: str) -> list[str]:
     """Enrolled, unrevoked node ids: the broker lets exactly these in."""
-    from hq.cli.main import _db
 
-    db = _db(db_url)
+    db = open_store(db_url)
     try:
         return [row[0] for row in
                 db.execute("SELECT node_id FROM hq_nodes WHERE revoked = 0").fetchall()]
