@@ -60,6 +60,9 @@ class OutboxPort(Protocol):
     def apply_down(self, seq: int, kind: str, payload: Any) -> None:
         """Apply one downstream item (idempotent) and record its seq."""
 
+    def refused_down(self) -> list[dict[str, Any]]:
+        """Newest refused downstream items ({"seq", "reason", "detail"}), for the down ack."""
+
     def hlc_now(self) -> str:
         """Current HLC reading, for the status message."""
 
@@ -288,8 +291,8 @@ class Agent:
             self.link.reload_credentials()
 
     def _send_down_ack(self) -> None:
-        """Tell HQ which downstream seq is applied."""
-        payload = batches.seal_down_ack(self.identity, self.port.down_seq())
+        """Tell HQ which downstream seq is processed and which items were refused."""
+        payload = batches.seal_port_down_ack(self.identity, self.port)
         self.link.publish(topics.up(self.identity.node_id), payload, qos=1)
 
     # -- status ----------------------------------------------------------------------------

@@ -746,9 +746,7 @@ def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: di
               [(0.25, "backup"), (0.6, "restore")])
 
 
-# -- refusals reach HQ (a finding: today they stay in the node's log) ---------------------------
-@pytest.mark.xfail(strict=True, reason="finding: a node refuses downstream items silently; "
-                   "its ack carries only down_seq (DESIGN: 'says so in its ack, with the reason')")
+# -- refusals reach HQ (DESIGN: the node "says so in its ack, with the reason") -----------------
 def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
                                                            node: OpenNode) -> None:
     """A broken catalog and a decision for an unknown reference: the node's down ack names
