@@ -80,8 +80,9 @@ def seal_down_ack(identity: NodeIdentity, down_seq: int,
     """
     header = {"kind": "ack", "node": identity.node_id}
     body: dict[str, Any] = {"down_seq": down_seq}
-    if refused:
-        body["refused"] = refused[-MAX_REFUSED_IN_ACK:]
+    named = [entry for entry in refused or [] if entry["seq"] <= down_seq]
+    if named:  # an ack only speaks for the seqs it covers
+        body["refused"] = named[-MAX_REFUSED_IN_ACK:]
     return envelope.seal(header, body, identity.key, identity.hq_hpke_public)
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from sync import envelope, topics
 from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
-from sync.hq import resume
+from sync.hq import refusals, resume
 from sync.hq.db import HQDatabase
 from sync.merge import State, merge, policy_for
 
@@ -256,14 +256,24 @@ class Ingest:
         seq = body.get("down_seq") if isinstance(body, dict) else None
         if not isinstance(seq, int) or seq < 0:
             raise Rejected("bad_body", "ack needs a non-negative down_seq", node_id)
+        refused = _refused_in(body, seq, node_id)
 
         def run(tx: HQDatabase) -> None:
             tx.execute("UPDATE hq_nodes SET down_acked = CASE WHEN down_acked > ? THEN "
                        "down_acked ELSE ? END, last_seen = ? WHERE node_id = ?",
                        [seq, seq, self.now(), node_id])
+            refusals.record_refused(tx, node_id, refused, self.now())
 
         self.db.retrying(run)
         return Outcome(node_id, down_acked=seq)
+
+
+def _refused_in(body: dict[str, Any], down_seq: int, node_id: str) -> list[refusals.Refusal]:
+    """The refused items a down ack names (sync/hq/refusals.py); Rejected when malformed."""
+    try:
+        return refusals.parse_refused(body, down_seq)
+    except ValueError as exc:
+        raise Rejected("bad_refused", str(exc), node_id) from exc
 
 
 def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | None:
