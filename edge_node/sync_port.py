@@ -262,9 +262,15 @@ def _record_refusal(db: Database, seq: int, kind: str, refusal: tuple[str, str],
     """Keep one refusal (once per seq), dropping the oldest beyond MAX_REFUSED_IN_ACK."""
     kept = {entry["seq"]: entry for entry in refusals(db)}
     kept[seq] = {"seq": seq, "kind": kind[:40], "reason": refusal[0],
-                 "detail": refusal[1], "at": at}
+                 "detail": _printable(refusal[1]), "at": at}
     newest = sorted(kept.values(), key=lambda entry: entry["seq"])[-MAX_REFUSED_IN_ACK:]
     _set_meta(db, REFUSED_KEY, json.dumps(newest, ensure_ascii=False))
+
+
+def _printable(text: str) -> str:
+    """The text as HQ accepts it: 1..REFUSAL_DETAIL_MAX printable characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text)[:REFUSAL_DETAIL_MAX]
+    return clean or "refused"
 
 
 def _iso_fix(text: str) -> str:

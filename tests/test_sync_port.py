@@ -111,16 +111,22 @@ def test_refused_items_are_kept_with_a_reason_and_no_pii(node: Node) -> None:
                                     "status": "zainab.private"})
     port.apply_down(5, "no-such-kind", {})
     port.apply_down(6, "revocation", {"node_id": "NBADNODE"})  # valid: applied, not listed
+    broken = copy.deepcopy(load_seed())
+    broken["catalog_version"] = 99
+    broken["agencies"][0]["services"][1]["code"] = broken["agencies"][0]["services"][0]["code"]
+    broken["agencies"][0]["services"][0]["code"] += "\n\x1b[2J" + "x" * 300
+    broken["agencies"][0]["services"][1]["code"] = broken["agencies"][0]["services"][0]["code"]
+    port.apply_down(7, "catalog", broken)  # a domain message quoting a hostile code
     port.apply_down(2, "staff", {"accounts": []})  # a resent item changes nothing
     refused = port.refused_down()
     assert [(r["seq"], r["reason"]) for r in refused] == [
         (1, "bad_type"), (2, "missing_field"), (3, "unknown_reference"), (4, "invalid"),
-        (5, "unknown_kind")]
+        (5, "unknown_kind"), (7, "invalid")]
     assert all(set(r) == {"seq", "reason", "detail"} and 0 < len(r["detail"]) <= 200
-               for r in refused)
+               and r["detail"].isprintable() for r in refused)
     assert "role" in refused[1]["detail"]  # the missing field is named
     assert "zainab" not in repr(refused).lower()
-    assert port.down_seq() == 6
+    assert port.down_seq() == 7
 
 
 def test_refusals_kept_are_bounded_to_the_newest(node: Node) -> None:
