@@ -440,6 +440,22 @@ def test_cli_round_trip(env: SyncEnv, node: Node, identity: NodeIdentity, usb: P
     assert_hq_equals_node(node, env.hq_url)
 
 
+def test_down_ack_format_names_the_refusals_it_covers(env: SyncEnv,
+                                                      identity: NodeIdentity) -> None:
+    """`{"down_seq": N}` alone when nothing was refused (as before); otherwise `refused`
+    lists the newest MAX_REFUSED_IN_ACK entries at or below N."""
+    def body(down_seq: int, refused: list[dict[str, Any]] | None) -> Any:
+        sealed = envelope.parse(batches.seal_down_ack(identity, down_seq, refused))
+        assert sealed.header == {**sealed.header, "kind": "ack", "node": identity.node_id}
+        return envelope.open_body(sealed, env.hpke)
+
+    entry = {"seq": 2, "reason": "unknown_reference", "detail": "decision: not here"}
+    assert body(3, None) == body(3, []) == {"down_seq": 3}
+    assert body(3, [entry, {**entry, "seq": 5}]) == {"down_seq": 3, "refused": [entry]}
+    many = [{**entry, "seq": s} for s in range(1, batches.MAX_REFUSED_IN_ACK + 11)]
+    assert body(10_000, many)["refused"] == many[10:]
+
+
 def test_cli_refused_update_travels_back_by_usb(env: SyncEnv, node: Node,
                                                 identity: NodeIdentity, usb: Path) -> None:
     """A broken catalog by USB: import-ack lists it, the next export tells HQ, and
