@@ -9,11 +9,13 @@ from typing import Any
 from cryptography import x509
 
 from hq.ingest import verify_chain
+from hq.refusals import refused_count
 from hq.store import HQDatabase
 
 
 def fleet(db: HQDatabase) -> list[dict[str, Any]]:
-    """One row per node: last seen, backlog, version, clock skew, cert expiry, chain."""
+    """One row per node: last seen, backlog, version, clock skew, cert expiry, chain,
+    downstream items pending and refused."""
     out = []
     for node_id, center, cert_pem, revoked, acked, seen, status_text, down_seq, down_acked in \
             db.execute("SELECT node_id, center_id, cert_pem, revoked, acked_seq, last_seen, "
@@ -28,6 +30,7 @@ def fleet(db: HQDatabase) -> list[dict[str, Any]]:
             "oldest_unsent_age_s": status.get("oldest_unsent_age_s"),
             "version": status.get("version"), "clock_skew_s": status.get("clock_skew_s"),
             "cert_days_left": days_left, "down_pending": down_seq - down_acked,
+            "down_refused": refused_count(db, node_id),
             "chain_problems": verify_chain(db, node_id),
         })
     return out

@@ -23,7 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from hq import resume
+from hq import refusals, resume
 from hq.store import HQDatabase
 from sync import envelope, topics
 from sync.chain import entry_hash
@@ -273,6 +273,7 @@ class Ingest:
         if not envelope.valid_seq(seq, lowest=0):
             raise Rejected("bad_body", f"ack needs a down_seq within 0..{envelope.MAX_SEQ}",
                            node_id)
+        refused = _refused_in(body, seq, node_id)
 
         def run(tx: HQDatabase) -> None:
             from hq.downstream import realign  # downstream imports this module
@@ -280,9 +281,18 @@ class Ingest:
             realign(tx, node_id, seq, "downstream ack")
             tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",
                        [self.now(), node_id])
+            refusals.record_refused(tx, node_id, refused, self.now())
 
         self.db.retrying(run)
         return Outcome(node_id, down_acked=seq)
+
+
+def _refused_in(body: dict[str, Any], down_seq: int, node_id: str) -> list[refusals.Refusal]:
+    """The refused items a down ack names (hq/refusals.py); Rejected when malformed."""
+    try:
+        return refusals.parse_refused(body, down_seq)
+    except ValueError as exc:
+        raise Rejected("bad_refused", str(exc), node_id) from exc
 
 
 def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | None:

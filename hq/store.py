@@ -54,6 +54,10 @@ SCHEMA = [
         node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
         created_at TEXT NOT NULL, PRIMARY KEY (node_id, seq))""",
     """CREATE TABLE IF NOT EXISTS hq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hq_down_refused (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        reason TEXT NOT NULL, detail TEXT NOT NULL, reported_at TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq))""",
 ]
 RETRIES = 8
 KEY_SUFFIX = ".key"

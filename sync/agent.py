@@ -72,6 +72,9 @@ class OutboxPort(Protocol):
     def apply_down(self, seq: int, kind: str, payload: Any) -> None:
         """Apply one downstream item (idempotent) and record its seq."""
 
+    def refused_down(self) -> list[dict[str, Any]]:
+        """Newest refused downstream items ({"seq", "reason", "detail"}), for the down ack."""
+
     def hlc_now(self) -> str:
         """Current HLC reading, for the status message."""
 
@@ -384,7 +387,7 @@ class Agent:
         seq, now = self.port.down_seq(), time.monotonic()
         if seq == self._down_acked[0] and now - self._down_acked[1] < DOWN_ACK_REPEAT_S:
             return
-        payload = batches.seal_down_ack(self.identity, seq)
+        payload = batches.seal_port_down_ack(self.identity, self.port)
         if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
             self._down_acked = (seq, now)
 

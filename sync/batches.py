@@ -9,6 +9,7 @@ apply HQ's messages the same way.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 from sync import envelope
@@ -16,6 +17,9 @@ from sync.identity import NodeIdentity
 
 BATCH_MAX_BYTES = 600_000
 RECORD_OVERHEAD_BYTES = 80
+MAX_REFUSED_IN_ACK = 256  # newest refusals repeated in every down ack (HQ records each once)
+REFUSAL_REASON = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a machine code, e.g. missing_field
+REFUSAL_DETAIL_MAX = 200  # characters of explanation (never PII)
 
 
 class PendingSource(Protocol):
@@ -33,6 +37,17 @@ class DownTarget(Protocol):
 
     def apply_down(self, seq: int, kind: str, payload: Any) -> None:
         """Apply one downstream item (idempotent) and record its seq."""
+
+
+class RefusalSource(Protocol):
+    """The part of the outbox port that knows which downstream items were refused."""
+
+    def down_seq(self) -> int:
+        """Highest downstream seq processed (applied or refused)."""
+
+    def refused_down(self) -> list[dict[str, Any]]:
+        """Newest refusals as [{"seq", "reason", "detail"}], oldest first, at most
+        MAX_REFUSED_IN_ACK."""
 
 
 def take_batch(port: PendingSource, start: int, limit: int,
@@ -56,10 +71,24 @@ def seal_batch(identity: NodeIdentity, records: list[dict[str, Any]]) -> bytes:
     return envelope.seal(header, records, identity.key, identity.hq_hpke_public)
 
 
-def seal_down_ack(identity: NodeIdentity, down_seq: int) -> bytes:
-    """The node's ack of the downstream items it has applied, encrypted to HQ and signed."""
+def seal_down_ack(identity: NodeIdentity, down_seq: int,
+                  refused: list[dict[str, Any]] | None = None) -> bytes:
+    """The node's ack of the downstream items it has processed, encrypted to HQ and signed.
+
+    `refused` names the items among them that were not applied, each with a reason
+    code and a short text: `{"seq": 4, "reason": "missing_field", "detail": "…"}`.
+    """
     header = {"kind": "ack", "node": identity.node_id}
-    return envelope.seal(header, {"down_seq": down_seq}, identity.key, identity.hq_hpke_public)
+    body: dict[str, Any] = {"down_seq": down_seq}
+    named = [entry for entry in refused or [] if entry["seq"] <= down_seq]
+    if named:  # an ack only speaks for the seqs it covers
+        body["refused"] = named[-MAX_REFUSED_IN_ACK:]
+    return envelope.seal(header, body, identity.key, identity.hq_hpke_public)
+
+
+def seal_port_down_ack(identity: NodeIdentity, port: RefusalSource) -> bytes:
+    """The down ack for what `port` has processed, naming the items it refused."""
+    return seal_down_ack(identity, port.down_seq(), port.refused_down())
 
 
 def ack_seq_of(body: Any) -> int | None:

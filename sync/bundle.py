@@ -285,9 +285,9 @@ def export_outbox(port: OutboxPort, identity: NodeIdentity, directory: Path,
                   progress: Callable[[int], None] | None = None) -> ExportReport:
     """Everything after the last ack as one bundle, streamed batch by batch.
 
-    The bundle also carries the node's downstream ack, so HQ learns what came
-    down by the same road. When the backlog exceeds the bundle limits the
-    bundle holds a contiguous prefix (`complete=False`): import its ack, then
+    The bundle also carries the node's downstream ack (naming the items it refused),
+    so HQ learns what came down by the same road. When the backlog exceeds the
+    bundle limits the bundle holds a contiguous prefix (`complete=False`): import its ack, then
     export again.
     """
     acked = port.acked_seq()
@@ -295,7 +295,7 @@ def export_outbox(port: OutboxPort, identity: NodeIdentity, directory: Path,
     first: int | None = None
     after, records = acked, 0
     with BundleWriter(directory) as writer:
-        writer.add(batches.seal_down_ack(identity, port.down_seq()))
+        writer.add(batches.seal_port_down_ack(identity, port))
         complete = True
         while True:
             batch = [r for r in batches.take_batch(port, after + 1, EXPORT_BATCH_RECORDS)

@@ -442,6 +442,66 @@ def test_cli_round_trip(env: SyncEnv, node: Node, identity: NodeIdentity, usb: P
     assert_hq_equals_node(node, env.hq_url)
 
 
+def test_down_ack_format_names_the_refusals_it_covers(env: SyncEnv,
+                                                      identity: NodeIdentity) -> None:
+    """`{"down_seq": N}` alone when nothing was refused (as before); otherwise `refused`
+    lists the newest MAX_REFUSED_IN_ACK entries at or below N."""
+    def body(down_seq: int, refused: list[dict[str, Any]] | None) -> Any:
+        sealed = envelope.parse(batches.seal_down_ack(identity, down_seq, refused))
+        assert sealed.header == {**sealed.header, "kind": "ack", "node": identity.node_id}
+        return envelope.open_body(sealed, env.hpke)
+
+    entry = {"seq": 2, "reason": "unknown_reference", "detail": "decision: not here"}
+    assert body(3, None) == body(3, []) == {"down_seq": 3}
+    assert body(3, [entry, {**entry, "seq": 5}]) == {"down_seq": 3, "refused": [entry]}
+    many = [{**entry, "seq": s} for s in range(1, batches.MAX_REFUSED_IN_ACK + 11)]
+    assert body(10_000, many)["refused"] == many[10:]
+
+
+def test_cli_refused_update_travels_back_by_usb(env: SyncEnv, node: Node,
+                                                identity: NodeIdentity, usb: Path) -> None:
+    """A broken catalog by USB: import-ack lists it, the next export tells HQ, and
+    `edge-hq refused` and `edge-hq fleet` show it (once, however often the ack comes)."""
+    import json
+
+    from edge_node.domain.catalog import load_seed
+
+    db = HQDatabase(env.hq_url)
+    enqueue(db, "catalog", {**load_seed(), "catalog_version": 50, "agencies": "oops"},
+            node.node_id)
+    enqueue(db, "revocation", {"node_id": "NOTHER"}, node.node_id)
+    db.close()
+    def newest(pattern: str) -> str:
+        return str(max(usb.glob(f"{node.node_id}-{pattern}-*.keb"),
+                       key=lambda p: p.stat().st_mtime_ns))
+
+    first = run_node(node, "sync", "export", "--out", str(usb))
+    assert first.exit_code == 0, first.output
+    imported = run_hq(env, "import", newest("up"), "--keys", str(env.hq_dir), "--ack-out",
+                      str(usb))
+    assert imported.exit_code == 0, imported.output
+    acked = run_node(node, "sync", "import-ack", newest("ack"))
+    assert acked.exit_code == 0, acked.output
+    assert "1 update(s) from HQ applied" in acked.output
+    assert "refused update 1 from HQ (bad_type: catalog:" in acked.output
+    assert run_hq(env, "refused").output == ""  # HQ learns it with the next export
+    for _ in range(2):  # the same ack twice: recorded once
+        again = run_node(node, "sync", "export", "--out", str(usb))
+        assert again.exit_code == 0, again.output
+        back = run_hq(env, "import", newest("up"), "--keys", str(env.hq_dir))
+        assert back.exit_code == 0, back.output
+    listed = run_hq(env, "refused", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [(r["node_id"], r["seq"], r["kind"], r["subject"], r["reason"]) for r in rows] == [
+        (node.node_id, 1, "catalog", "catalog_version 50", "bad_type")]
+    text = run_hq(env, "refused", "--node", node.node_id)
+    assert f"node_id={node.node_id}  seq=1  kind=catalog" in text.output
+    assert run_hq(env, "refused", "--node", "NOTHER").output == ""
+    fleet = json.loads(run_hq(env, "fleet", "--json").output)
+    assert [(f["down_pending"], f["down_refused"]) for f in fleet] == [(0, 1)]
+
+
 def test_cli_errors_are_one_line(env: SyncEnv, node: Node, identity: NodeIdentity,
                                  usb: Path, tmp_path: Path) -> None:
     """Each user error exits 1 with one clear line."""

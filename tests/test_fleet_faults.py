@@ -19,8 +19,8 @@ At the end, at HQ: every acknowledged record once, HQ's rows are exactly the uni
 nodes' rows, acks equal the nodes' last seqs, nothing quarantined, audit chains intact.
 At each node: every downstream item processed and acknowledged, each valid one applied
 exactly once (one audit entry per catalog version, staff account and decision, nothing
-else applied from HQ), each refused one changed nothing. The restore variant also restores
-center A from a backup mid-run.
+else applied from HQ), each refused one changed nothing and HQ recorded it once
+(`edge-hq refused`). The restore variant also restores center A from a backup mid-run.
 Both HQ stores. Set SYNC_FAULTS_SEED to replay a run (each test prints the seed it used).
 """
 
@@ -645,7 +645,8 @@ def row_difference(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[
 
 
 def check_downstream(fleet: Fleet, items: list[DownItem], restored: bool) -> None:
-    """At each node: every valid item applied exactly once, every refused one changed nothing."""
+    """At each node: every valid item applied exactly once, every refused one changed nothing
+    and was reported to HQ."""
     valid_versions = [int(i.key) for i in items if i.kind == "catalog" and i.valid]
     for unit in fleet.units.values():
         mine = [i for i in items if i.node_id == unit.node_id]
@@ -673,6 +674,33 @@ def check_downstream(fleet: Fleet, items: list[DownItem], restored: bool) -> Non
                                      [ref]).fetchone()
                     assert row is None or row[0] == "submitted", \
                         f"{unit.name}: {ref} moved by a decision sent to another node"
+        check_refusals_reported(fleet, unit, mine, unit.name == "A" and restored)
+
+
+def check_refusals_reported(fleet: Fleet, unit: Unit, mine: list[DownItem],
+                            lost_allowed: bool) -> None:
+    """HQ recorded each item the node refused, once, and no valid one (a restored node may
+    also refuse decisions on applications that went with its disk)."""
+    from hq.refusals import refused_rows
+
+    expected = Counter(refusal_subject(item) for item in mine if not item.valid)
+    with closing(HQDatabase(fleet.env.hq_url)) as view:
+        got = Counter((r["kind"], r["subject"])
+                      for r in refused_rows(view, unit.node_id, limit=100_000))
+    if lost_allowed:
+        assert not expected - got and all(kind == "decision" for kind, _ in got - expected)
+    else:
+        assert got == expected, f"{unit.name}: HQ shows refused {dict(got - expected)} " \
+            f"beyond, {dict(expected - got)} missing"
+
+
+def refusal_subject(item: DownItem) -> tuple[str, str]:
+    """(kind, subject) as `edge-hq refused` shows a refused item."""
+    if item.kind == "catalog":
+        return "catalog", f"catalog_version {item.key}"
+    if item.kind == "staff":
+        return "staff", f"accounts {item.key}"
+    return "decision", f"{item.key} -> {item.status}"
 
 
 def expected_effect(db: Any, item: DownItem, lost_allowed: bool) -> list[tuple[str, str]]:
@@ -745,9 +773,7 @@ def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: di
               [(0.25, "backup"), (0.6, "restore")])
 
 
-# -- refusals reach HQ (a finding: today they stay in the node's log) ---------------------------
-@pytest.mark.xfail(strict=True, reason="finding: a node refuses downstream items silently; "
-                   "its ack carries only down_seq (DESIGN: 'says so in its ack, with the reason')")
+# -- refusals reach HQ (DESIGN: the node "says so in its ack, with the reason") -----------------
 def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
                                                            node: OpenNode) -> None:
     """A broken catalog and a decision for an unknown reference: the node's down ack names

@@ -221,3 +221,89 @@ def test_audit_chain_verification(hq_db: HQDatabase) -> None:
     assert any("gap" in p for p in problems)
 
 
+
+
+def _down_ack(node: FakeNode, body: Any) -> bytes:
+    """A node's down ack with any body, sealed like the agent's."""
+    return envelope.seal({"kind": "ack", "node": node.node_id}, body, node.key,
+                         HQ_KEY.public_key())
+
+
+def _queue_three(db: HQDatabase, node_id: str) -> None:
+    """A catalog, a decision and a staff account queued for the node (seqs 1..3)."""
+    from hq.downstream import enqueue
+
+    enqueue(db, "catalog", {"catalog_version": 7, "agencies": "x"}, node_id)
+    enqueue(db, "decision", {"reference": "ISB-01-NNOPE1-20200101-00001", "status": "ready"},
+            node_id)
+    enqueue(db, "staff", {"accounts": [{"id": "hq-9", "username": "zainab.private"}]},
+            node_id)
+
+
+def test_refusals_in_down_acks_are_recorded_once(hq_db: HQDatabase) -> None:
+    """Each refused seq is kept once per node with kind, subject and reason; repeats and old
+    acks without the field change nothing else."""
+    from hq.refusals import refused_rows
+
+    a, b = make_node(hq_db, "NAAAAA"), make_node(hq_db, "NBBBBB")
+    _queue_three(hq_db, "NAAAAA")
+    _queue_three(hq_db, "NBBBBB")
+    ingest = Ingest(hq_db, HQ_KEY)
+    assert ingest.handle("t", _down_ack(a, {"down_seq": 1}), "NAAAAA").down_acked == 1  # old
+    first = {"down_seq": 2, "refused": [
+        {"seq": 1, "reason": "bad_type", "detail": "catalog: a field has the wrong type"},
+        {"seq": 2, "reason": "unknown_reference", "detail": "decision: no application"}]}
+    for _ in range(2):  # a resent ack records nothing twice
+        assert ingest.handle("t", _down_ack(a, first), "NAAAAA").down_acked == 2
+    later = {"down_seq": 3, "refused": [*first["refused"], {
+        "seq": 3, "reason": "missing_field", "detail": "staff: a required field role is missing"}]}
+    assert ingest.handle("t", _down_ack(a, later), "NAAAAA").down_acked == 3
+    hq_db.execute("DELETE FROM hq_down WHERE node_id = 'NBBBBB' AND seq = 2")  # as if pruned
+    assert ingest.handle("t", _down_ack(b, {"down_seq": 3, "refused": [
+        {"seq": 2, "reason": "unknown_reference", "detail": "x"}]}), "NBBBBB").down_acked == 3
+    assert [(r["kind"], r["seq"]) for r in refused_rows(hq_db, "NBBBBB")] == [("unknown", 2)]
+    rows = sorted(refused_rows(hq_db, "NAAAAA"), key=lambda r: r["seq"])
+    assert [(r["seq"], r["kind"], r["reason"]) for r in rows] == [
+        (1, "catalog", "bad_type"), (2, "decision", "unknown_reference"),
+        (3, "staff", "missing_field")]
+    assert rows[0]["subject"] == "catalog_version 7"
+    assert rows[1]["subject"] == "ISB-01-NNOPE1-20200101-00001 -> ready"
+    assert rows[2]["subject"] == "accounts hq-9" and "zainab" not in repr(rows)
+    assert len(refused_rows(hq_db)) == 4 and len(refused_rows(hq_db, limit=2)) == 2
+    assert count(hq_db, "SELECT down_acked FROM hq_nodes WHERE node_id = 'NAAAAA'") == 3
+    assert not _quarantined(hq_db)
+
+
+BAD_REFUSED = {
+    "not a list": "oops",
+    "entry not an object": [3],
+    "seq missing": [{"reason": "bad_type", "detail": "x"}],
+    "seq is a bool": [{"seq": True, "reason": "bad_type", "detail": "x"}],
+    "seq zero": [{"seq": 0, "reason": "bad_type", "detail": "x"}],
+    "seq above the ack": [{"seq": 4, "reason": "bad_type", "detail": "x"}],
+    "seq huge": [{"seq": 2**80, "reason": "bad_type", "detail": "x"}],
+    "seq text": [{"seq": "1", "reason": "bad_type", "detail": "x"}],
+    "reason not a code": [{"seq": 1, "reason": "Bad Type!", "detail": "x"}],
+    "reason too long": [{"seq": 1, "reason": "a" * 41, "detail": "x"}],
+    "reason missing": [{"seq": 1, "detail": "x"}],
+    "detail empty": [{"seq": 1, "reason": "bad_type", "detail": ""}],
+    "detail too long": [{"seq": 1, "reason": "bad_type", "detail": "x" * 201}],
+    "detail control characters": [{"seq": 1, "reason": "bad_type", "detail": "a\nb\x1b[2J"}],
+    "detail not text": [{"seq": 1, "reason": "bad_type", "detail": {"x": 1}}],
+    "too many entries": [{"seq": 1, "reason": "bad_type", "detail": "x"}] * 257,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REFUSED))
+def test_malformed_refusals_quarantine_the_ack(hq_db: HQDatabase, case: str) -> None:
+    """A bad refused field: the ack is quarantined with a reason, nothing is recorded."""
+    a = make_node(hq_db, "NAAAAA")
+    _queue_three(hq_db, "NAAAAA")
+    ingest = Ingest(hq_db, HQ_KEY)
+    outcome = ingest.handle("t", _down_ack(a, {"down_seq": 3, "refused": BAD_REFUSED[case]}),
+                            "NAAAAA")
+    assert outcome.quarantined == "bad_refused", case
+    assert count(hq_db, "SELECT down_acked FROM hq_nodes") == 0
+    assert count(hq_db, "SELECT count(*) FROM hq_down_refused") == 0
+    assert _quarantined(hq_db) == ["bad_refused"]
+    assert ingest.handle("t", _down_ack(a, {"down_seq": 3}), "NAAAAA").down_acked == 3

@@ -97,3 +97,44 @@ def test_revocation_is_remembered(node: Node) -> None:
     NodeOutbox(node).apply_down(1, "revocation", {"node_id": "NBADNODE", "serial": "1"})
     assert "NBADNODE" in _scalar(node, "SELECT value FROM node_meta WHERE key = "
                                        "'revoked_nodes'")
+
+
+def test_refused_items_are_kept_with_a_reason_and_no_pii(node: Node) -> None:
+    """Each refused item is kept once with a machine reason and a text; values never echo."""
+    port = NodeOutbox(node)
+    port.apply_down(1, "catalog", {**load_seed(), "catalog_version": 99, "agencies": "oops"})
+    port.apply_down(2, "staff", {"accounts": [{"id": "hq-9", "username": "zainab.private",
+                                               "full_name": "Zainab Private"}]})
+    port.apply_down(3, "decision", {"reference": "ISB-01-NNOPE1-20200101-00001",
+                                    "status": "ready"})
+    port.apply_down(4, "decision", {"reference": "ISB-01-NNOPE1-20200101-00002",
+                                    "status": "zainab.private"})
+    port.apply_down(5, "no-such-kind", {})
+    port.apply_down(6, "revocation", {"node_id": "NBADNODE"})  # valid: applied, not listed
+    broken = copy.deepcopy(load_seed())
+    broken["catalog_version"] = 99
+    broken["agencies"][0]["services"][1]["code"] = broken["agencies"][0]["services"][0]["code"]
+    broken["agencies"][0]["services"][0]["code"] += "\n\x1b[2J" + "x" * 300
+    broken["agencies"][0]["services"][1]["code"] = broken["agencies"][0]["services"][0]["code"]
+    port.apply_down(7, "catalog", broken)  # a domain message quoting a hostile code
+    port.apply_down(2, "staff", {"accounts": []})  # a resent item changes nothing
+    refused = port.refused_down()
+    assert [(r["seq"], r["reason"]) for r in refused] == [
+        (1, "bad_type"), (2, "missing_field"), (3, "unknown_reference"), (4, "invalid"),
+        (5, "unknown_kind"), (7, "invalid")]
+    assert all(set(r) == {"seq", "reason", "detail"} and 0 < len(r["detail"]) <= 200
+               and r["detail"].isprintable() for r in refused)
+    assert "role" in refused[1]["detail"]  # the missing field is named
+    assert "zainab" not in repr(refused).lower()
+    assert port.down_seq() == 7
+
+
+def test_refusals_kept_are_bounded_to_the_newest(node: Node) -> None:
+    """Only the newest MAX_REFUSED_IN_ACK refusals are kept (and repeated in every ack)."""
+    from sync.batches import MAX_REFUSED_IN_ACK
+
+    port = NodeOutbox(node)
+    for seq in range(1, MAX_REFUSED_IN_ACK + 4):
+        port.apply_down(seq, "no-such-kind", {})
+    seqs = [r["seq"] for r in port.refused_down()]
+    assert seqs == list(range(4, MAX_REFUSED_IN_ACK + 4))

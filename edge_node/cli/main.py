@@ -271,7 +271,8 @@ def sync_import_ack(ctx: click.Context, file: str) -> None:
     """Apply HQ's ack bundle: drop acknowledged records, apply HQ's updates.
 
     The bundle must be signed by HQ and addressed to this node; otherwise
-    nothing is applied.
+    nothing is applied. An update this node refuses (e.g. a broken catalog)
+    changes nothing; it is listed, and the next export tells HQ why.
 
     Example: edge-node sync import-ack /media/usb/NABCDE-ack-3600.keb
     """
@@ -283,14 +284,19 @@ def sync_import_ack(ctx: click.Context, file: str) -> None:
     with opened_node(ctx) as node:
         identity = _node_identity(node)
         port = NodeOutbox(node)
+        down_before = port.down_seq()
         try:
             report = import_ack_bundle(port, identity, Path(file))
         except BundleError as exc:
             raise click.ClickException(str(exc)) from exc
         backlog = port.stats()["count"]
+        refused = [r for r in port.refused_down() if r["seq"] > down_before]
     verb = "advanced to" if report.advanced else "already at"
-    click.echo(f"ack {verb} seq {report.acked_seq}; {report.down_applied} update(s) from HQ "
-               f"applied; {backlog} record(s) still unsent")
+    click.echo(f"ack {verb} seq {report.acked_seq}; {report.down_applied - len(refused)} "
+               f"update(s) from HQ applied; {backlog} record(s) still unsent")
+    for item in refused:
+        click.echo(f"refused update {item['seq']} from HQ ({item['reason']}: {item['detail']}); "
+                   "the next export tells HQ", err=True)
 
 
 @main.group()

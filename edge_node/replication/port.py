@@ -22,6 +22,7 @@ from edge_node.domain.catalog import apply_catalog, check_catalog
 from edge_node.errors import EdgeError
 from edge_node.ids import parse_iso
 from edge_node.node import Node
+from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
 from sync.changes import iter_changes
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
 LINK_KEY, LAST_ACK_KEY = "sync_link", "sync_last_ack_at"
 HQ_CLOCK_KEY, HQ_CLOCK_EVERY_S = "sync_hq_hlc", 60.0
 RESTORE_KEY = "sync_restore_point"  # set by `edge-node restore`, cleared by HQ's answer
+REFUSED_KEY = "sync_down_refused"  # JSON list of the newest refused downstream items
 STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
                 "language", "version")
 
@@ -45,6 +47,21 @@ def _meta_int(db: Database, key: str) -> int:
 def _set_meta(db: Database, key: str, value: Any) -> None:
     """Upsert a node_meta value."""
     db.table("node_meta").upsert({"key": key, "value": str(value)}, pk="key")
+
+
+class Refused(Exception):
+    """A downstream item the node will not apply: a reason code and a text without PII."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """Keep the machine code (e.g. `unknown_reference`) and the explanation."""
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+FIELD_NAMES = frozenset(STAFF_FIELDS) | {
+    "accounts", "agencies", "services", "documents", "priority_classes", "catalog_version",
+    "code", "queue_prefix", "name_en", "name_ur", "reference", "status", "node_id", "cert"}
+"""Fields a handler reads by name: a missing one is named in the refusal, other keys not."""
 
 
 class NodeOutbox:
@@ -146,22 +163,25 @@ class NodeOutbox:
         return _meta_int(self.node.reader(), DOWN_KEY)
 
     def apply_down(self, seq: int, kind: str, payload: Any) -> None:
-        """Apply one downstream item and record its seq (skipped if already applied)."""
+        """Apply one downstream item and record its seq (skipped if already processed).
+
+        An item the node refuses changes nothing; its reason is kept (same
+        transaction as the seq) for the down ack to report to HQ.
+        """
         def run(db: Database) -> None:
             if seq <= _meta_int(db, DOWN_KEY):
                 return
-            handler = HANDLERS.get(kind)
-            if handler is None:
-                log.warning("unknown downstream kind %s (seq %d) skipped", kind, seq)
-            else:
-                try:
-                    with db.atomic():
-                        handler(db, payload, self.node)
-                except (EdgeError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("downstream %s seq %d refused: %s", kind, seq,
-                                type(exc).__name__)
+            refusal = _apply_item(db, kind, payload, self.node)
+            if refusal is not None:
+                log.warning("downstream %s seq %d refused: %s", kind[:40], seq, refusal[0])
+                _record_refusal(db, seq, kind, refusal, self.node.timestamp())
             _set_meta(db, DOWN_KEY, seq)
         self.node.write(run)
+
+    def refused_down(self) -> list[dict[str, Any]]:
+        """The newest refused downstream items, oldest first, as the down ack names them."""
+        return [{k: entry[k] for k in ("seq", "reason", "detail")}
+                for entry in refusals(self.node.reader())]
 
     def hlc_now(self) -> str:
         """Current HLC."""
@@ -263,6 +283,57 @@ def _set_issued_seq(db: Database, seq: int) -> None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('sync_outbox', ?)", [seq])
 
 
+def _apply_item(db: Database, kind: str, payload: Any, node: Node) -> tuple[str, str] | None:
+    """Run the kind's handler in a savepoint; (reason, detail) when the item is refused."""
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        return "unknown_kind", "this node does not know this kind of item"
+    try:
+        with db.atomic():
+            handler(db, payload, node)
+    except (Refused, EdgeError, KeyError, TypeError, ValueError) as exc:
+        return refusal_of(kind, exc)
+    return None
+
+
+def refusal_of(kind: str, exc: Exception) -> tuple[str, str]:
+    """A handler's exception as (reason code, short text); never echoes item values."""
+    if isinstance(exc, Refused):
+        return exc.reason, exc.detail[:REFUSAL_DETAIL_MAX]
+    if isinstance(exc, EdgeError):  # domain messages are written to be shown (no PII)
+        return "invalid", f"{kind}: {exc.message}"[:REFUSAL_DETAIL_MAX]
+    if isinstance(exc, KeyError):
+        name = exc.args[0] if exc.args else None
+        field = f" {name}" if name in FIELD_NAMES else ""
+        return "missing_field", f"{kind}: a required field{field} is missing"
+    if isinstance(exc, TypeError):
+        return "bad_type", f"{kind}: a field has the wrong type"
+    return "bad_value", f"{kind}: a value is not acceptable"
+
+
+def refusals(db: Database) -> list[dict[str, Any]]:
+    """Refused downstream items kept on the node (newest MAX_REFUSED_IN_ACK), oldest first."""
+    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [REFUSED_KEY]).fetchone()
+    kept = json.loads(row[0]) if row else []
+    return sorted(kept, key=lambda entry: entry["seq"])
+
+
+def _record_refusal(db: Database, seq: int, kind: str, refusal: tuple[str, str],
+                    at: str) -> None:
+    """Keep one refusal (once per seq), dropping the oldest beyond MAX_REFUSED_IN_ACK."""
+    kept = {entry["seq"]: entry for entry in refusals(db)}
+    kept[seq] = {"seq": seq, "kind": kind[:40], "reason": refusal[0],
+                 "detail": _printable(refusal[1]), "at": at}
+    newest = sorted(kept.values(), key=lambda entry: entry["seq"])[-MAX_REFUSED_IN_ACK:]
+    _set_meta(db, REFUSED_KEY, json.dumps(newest, ensure_ascii=False))
+
+
+def _printable(text: str) -> str:
+    """The text as HQ accepts it: 1..REFUSAL_DETAIL_MAX printable characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text)[:REFUSAL_DETAIL_MAX]
+    return clean or "refused"
+
+
 def _iso_fix(text: str) -> str:
     """Outbox created_at has milliseconds; pad to the microsecond storage form."""
     return text[:-1] + "000Z" if len(text) == 24 else text
@@ -294,10 +365,19 @@ def _staff(db: Database, payload: Any, node: Node) -> None:
 
 
 def _decision(db: Database, payload: Any, node: Node) -> None:
-    """A back-office decision moves an application up the lattice (never back)."""
+    """A back-office decision moves an application up the lattice (never back).
+
+    Refused when no application here has the reference (unknown, or another node's).
+    """
+    reference, target = payload["reference"], rank(payload["status"])
+    if not isinstance(reference, str):
+        raise TypeError("reference must be text")
     rows = list(db.query("SELECT id, status FROM applications WHERE reference = ?",
-                         [payload["reference"]]))
-    if not rows or rank(payload["status"]) <= rank(rows[0]["status"]):
+                         [reference]))
+    if not rows:
+        raise Refused("unknown_reference", "decision: no application with this reference "
+                      "at this node")
+    if target <= rank(rows[0]["status"]):
         return
     now = node.timestamp()
     hlc = db.execute("SELECT sync_hlc()").fetchone()[0]

@@ -128,7 +128,8 @@ def watch_links(connected: list[Callable[[], bool]], broker: str, stop: threadin
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Every node: state, last seen, backlog, version, clock skew, cert expiry, chain.
+    """Every node: state, last seen, backlog, version, clock skew, cert expiry, chain,
+    downstream items pending and refused (see `edge-hq refused`).
 
     Example: edge-hq fleet --json
     """
@@ -149,6 +150,25 @@ def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     from hq.fleet import quarantine_rows
 
     _print(quarantine_rows(open_store(ctx.obj["db"]), limit), as_json)
+
+
+@main.command("refused")
+@click.option("--node", "node_id", default=None, help="Only this node (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.pass_context
+def refused_cmd(ctx: click.Context, node_id: str | None, as_json: bool, limit: int) -> None:
+    """Downstream items a node refused, with its reason (newest report first).
+
+    Each row names the node, the item's seq and kind, what it was about (catalog
+    version, decision reference, staff account ids), the node's reason code and
+    text. A refused item changed nothing at the node; publish a corrected one.
+
+    Example: edge-hq refused --node NABCDE
+    """
+    from hq.refusals import refused_rows
+
+    _print(refused_rows(open_store(ctx.obj["db"]), node_id, limit), as_json)
 
 
 @main.command("conflicts")
