@@ -27,8 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from hq.ingest import utc_now
-from hq.store import HQDatabase
+from hq.store import HQDatabase, utc_now
 from sync import envelope
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,14 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from hq import refusals, resume
-from hq.store import HQDatabase
+from hq.downstream import realign
+from hq.store import HQDatabase, utc_now
 from sync import envelope, topics
 from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
@@ -58,11 +58,6 @@ class Outcome:
     resume_seq: int | None = None
     restore_id: str | None = None
     resume_more: dict[str, Any] | None = None
-
-
-def utc_now() -> str:
-    """Current time in storage form."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def register_node(db: HQDatabase, node_id: str, center_id: str, cert_pem: str,
@@ -276,8 +271,6 @@ class Ingest:
         refused = _refused_in(body, seq, node_id)
 
         def run(tx: HQDatabase) -> None:
-            from hq.downstream import realign  # downstream imports this module
-
             realign(tx, node_id, seq, "downstream ack")
             tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",
                        [self.now(), node_id])

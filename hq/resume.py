@@ -36,6 +36,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from hq import downstream
 from hq.store import HQDatabase
 from sync import envelope
 from sync.chain import GENESIS_HASH
@@ -87,8 +88,6 @@ def reserve(tx: HQDatabase, node_id: str, request: ResumeRequest
     The downstream stream is realigned to the node's applied seq on every request.
     """
     if request.down_seq is not None:
-        from hq import downstream  # downstream imports ingest, which imports this
-
         downstream.realign(tx, node_id, request.down_seq, "resume after restore")
     row = tx.execute("SELECT acked_seq FROM hq_nodes WHERE node_id = ?" + tx.lock_clause(),
                      [node_id]).fetchone()

@@ -23,6 +23,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -212,3 +213,8 @@ def require_tls(url: str) -> None:
     if query.get("sslmode", [""])[0] not in TLS_MODES:
         raise StoreError(f"PostgreSQL at {host} without TLS: add ?sslmode=verify-full "
                          "(or require) to the --db URL")
+
+
+def utc_now() -> str:
+    """Current time in storage form."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 from hq.downstream import DownPacer, ack_envelope, pending_envelope
-from hq.ingest import Ingest, utc_now
+from hq.enrollment import renew
+from hq.ingest import Ingest
 from hq.resume import resume_ack_envelope
-from hq.store import HQDatabase
+from hq.store import HQDatabase, utc_now
 from sync import topics
 from sync.identity import HQIdentity
 from sync.transport import LinkConfig, MqttLink
@@ -54,8 +55,6 @@ class Worker:
     def _renewer(self) -> Any:
         """Certificate renewal, when this worker's key directory holds the CA."""
         from certs.authority import AuthorityError, open_authority
-        from hq.enrollment import renew
-
         try:
             auth = open_authority(self.identity.directory)
         except (AuthorityError, OSError):

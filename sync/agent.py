@@ -1,18 +1,14 @@
 """The node's sync agent: streams the outbox to HQ and applies what HQ sends down.
 
-The outbox in SQLite is the only durable queue. The agent reads a window of
-batches after the last acknowledged seq, publishes them (QoS 1), and marks
-records delivered only when HQ's cumulative ack arrives — never on PUBACK.
-If no ack comes within ACK_TIMEOUT_S, or the link drops, it goes back to the
-last ack and sends again (HQ applies idempotently). A batch the broker answers
-with PUBACK 0x10 (no matching subscribers: HQ's shared subscription is gone,
-e.g. after a broker or HQ restart) reached nobody; the agent goes back at once
-and probes with one small batch, paced by a growing jittered delay capped at
-HQ_PROBE_MAX_S, until the broker routes one again, then streams as usual. So
-HQ's return costs seconds, not ACK_TIMEOUT_S, and an absent HQ costs one small
-publish every few seconds. Batch size adapts: it
-grows while acks come back promptly and halves on a timeout. Only the
-in-flight window is ever held in memory, whatever the backlog.
+The outbox in SQLite is the only durable queue. The agent publishes a window of
+batches after the last acknowledged seq (QoS 1) and marks records delivered only
+when HQ's cumulative ack arrives, never on PUBACK. No ack within ACK_TIMEOUT_S,
+or a dropped link: back to the last ack and send again (HQ applies idempotently).
+PUBACK 0x10 (no matching subscribers: HQ's shared subscription is gone after a
+broker or HQ restart) means nobody got it: back at once, then one small probe
+batch at a growing jittered delay (at most HQ_PROBE_MAX_S) until one is routed.
+Batch size grows while acks come promptly and halves on a timeout; only the
+in-flight window is held in memory, whatever the backlog.
 """
 
 from __future__ import annotations
@@ -26,13 +22,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from cryptography import x509
-
-from sync import batches, envelope, topics
+from sync import batches, envelope, renewal, topics
 from sync.batches import BATCH_MAX_BYTES
 from sync.identity import NodeIdentity
+from sync.outbox_port import OutboxPort
 from sync.transport import LinkConfig, MqttLink
 
 log = logging.getLogger(__name__)
@@ -49,51 +44,6 @@ DOWN_ACK_REPEAT_S = 20.0  # the same downstream ack again at most this often
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK: accepted, but no subscriber got it
 HQ_PROBE_MIN_S = 0.5  # first wait before probing again after HQ was found absent
 HQ_PROBE_MAX_S = 4.0  # longest wait between probes (each one batch of BATCH_MIN_RECORDS)
-
-
-class OutboxPort(Protocol):
-    """What the agent needs from the node's database (the node wires it)."""
-
-    def acked_seq(self) -> int:
-        """Highest seq HQ has acknowledged (durable)."""
-
-    def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """Outbox records with seq > after_seq, oldest first."""
-
-    def mark_acked(self, seq: int) -> None:
-        """Durably record HQ's ack and drop delivered records."""
-
-    def stats(self) -> dict[str, Any]:
-        """Backlog count, oldest unsent age, bytes pending."""
-
-    def down_seq(self) -> int:
-        """Highest downstream seq applied."""
-
-    def apply_down(self, seq: int, kind: str, payload: Any) -> None:
-        """Apply one downstream item (idempotent) and record its seq."""
-
-    def refused_down(self) -> list[dict[str, Any]]:
-        """Newest refused downstream items ({"seq", "reason", "detail"}), for the down ack."""
-
-    def hlc_now(self) -> str:
-        """Current HLC reading, for the status message."""
-
-    def record_link(self, state: str) -> None:
-        """Remember the link state ("online"/"offline") for status readers."""
-
-    def record_hq_clock(self, hq_hlc: str) -> None:
-        """Remember HQ's clock reading and when it arrived (clock skew check)."""
-
-    def restore_epoch(self) -> int:
-        """The node's restore epoch (0: never restored)."""
-
-    def restore_point(self) -> tuple[int, str] | None:
-        """(restored_seq, restore_id) of a restore not yet reconciled with HQ, or None."""
-
-    def resume(self, acked_seq: int, resume_seq: int,
-               audit_head: tuple[int, str] | None = None) -> None:
-        """After a restore: move records made since above `resume_seq`, record HQ's ack,
-        and continue the audit chain after HQ's `audit_head` (seq, hash)."""
 
 
 @dataclass
@@ -400,9 +350,7 @@ class Agent:
 
     def renewal_due(self) -> bool:
         """True once the certificate has lived RENEW_AT_LIFE_FRACTION of its validity."""
-        cert = self.identity.certificate()
-        start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
-        return time.time() >= start + (end - start) * RENEW_AT_LIFE_FRACTION
+        return renewal.due(self.identity.certificate(), RENEW_AT_LIFE_FRACTION)
 
     def _maybe_renew(self) -> None:
         """Send a CSR for the same key to HQ (no site visit); retried hourly until renewed."""
@@ -410,17 +358,7 @@ class Agent:
             return
         if self._renew_asked_at and time.monotonic() - self._renew_asked_at < RENEW_RETRY_S:
             return
-        from cryptography.hazmat.primitives import serialization
-
-        from certs.pki import make_csr
-
-        cert = self.identity.certificate()
-        org = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
-        csr = make_csr(self.identity.key, self.identity.node_id,
-                       str(org[0].value) if org else None)
-        payload = envelope.seal({"kind": "renew", "node": self.identity.node_id},
-                                {"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
-                                self.identity.key, self.identity.hq_hpke_public)
+        payload = renewal.seal_request(self.identity)
         if self.link.publish(topics.up(self.identity.node_id), payload, qos=1):
             self._renew_asked_at = time.monotonic()
             log.info("certificate renewal requested")

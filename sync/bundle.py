@@ -30,8 +30,8 @@ from types import TracebackType
 from typing import IO, Any
 
 from sync import batches, envelope
-from sync.agent import OutboxPort
 from sync.identity import NodeIdentity
+from sync.outbox_port import OutboxPort
 
 MAGIC = b"KEB"
 VERSION = 1

@@ -65,7 +65,7 @@ FIELD_NAMES = frozenset(STAFF_FIELDS) | {
 
 
 class NodeOutbox:
-    """Implements sync.agent.OutboxPort over a Node."""
+    """Implements sync.outbox_port.OutboxPort over a Node."""
 
     def __init__(self, node: Node) -> None:
         """Wrap an opened node."""
