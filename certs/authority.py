@@ -4,7 +4,8 @@ Layout of the directory (every private key 0600, the directory 0700; never
 commit it): ca.key ca.pem · hq-sign.key hq-sign.pem (signs envelopes and
 enrollment bundles) · hq-hpke.key hq-hpke.pub (nodes seal upstream to it) ·
 hq.key hq.pem (HQ's MQTT client, CN=hq) · broker.key broker.pem (TLS server)
-· crl.pem revoked.json.
+· broker-admin.key broker-admin.pem (made by `edge-hq broker-config`: changes the
+broker's access control live) · crl.pem revoked.json.
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ def init_authority(directory: Path, broker_names: list[str]) -> Authority:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     auth.write_crl([])
     return auth
+
+
+def ensure_broker_admin(auth: Authority) -> bool:
+    """Issue the `broker-admin` client certificate unless it exists; True if issued now.
+
+    The broker's access control lets this identity use the dynamic-security control
+    topic and nothing else: `node sign` and `node revoke` change the running broker with
+    it. HQ's ingest workers (`hq`) do not get that power.
+    """
+    if (auth.directory / "broker-admin.pem").exists():
+        return False
+    _issue_pair(auth, "broker-admin", "broker-admin")
+    return True
 
 
 def open_authority(directory: Path) -> Authority:

@@ -6,9 +6,10 @@ dynamic-security plugin, which — unlike an `acl_file` — checks subscriptions
 when they are made: a node's SUBSCRIBE to anything but its own `down`, its own
 `ack` and the broadcast gets a failure reason code (0x87), so it can never
 join HQ's shared group or any other node's topics. The plugin has no `%u`
-patterns, so each enrolled node has its own client and role; HQ regenerates
-the file from its node list on enrollment and revocation, and the broker
-applies it on restart.
+patterns, so each enrolled node has its own client and role. Enrollment and
+revocation change them live through the plugin's control topic (see
+`certs.broker_control`, as the `broker-admin` identity) and rewrite the file,
+so a restarted broker starts from the same state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from typing import Any
 
 TOPIC_ROOT = "khidmat/v1"
 HQ_USER = "hq"
+ADMIN_USER = "broker-admin"  # HQ's CLI: may only talk to the dynamic-security control topic
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+CONTROL_RESPONSE = f"{CONTROL_TOPIC}/response"
+# HQ's own certificate names (and the broker's): never a node id.
+RESERVED_IDS = frozenset({HQ_USER, "hq-sign", "broker", ADMIN_USER})
 SHARE_GROUP = "hq"
 DYNSEC_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so",
                        "/usr/lib/mosquitto_dynamic_security.so",
@@ -87,24 +93,51 @@ def hq_role(root: str = TOPIC_ROOT) -> dict[str, Any]:
     ]}
 
 
+def admin_role() -> dict[str, Any]:
+    """`broker-admin`: send dynamic-security commands and read their answers. Nothing else —
+    no fleet topic — though the commands themselves can change anyone's access."""
+    return {"rolename": ADMIN_USER, "acls": [
+        _acl("publishClientSend", CONTROL_TOPIC),
+        _acl("subscribeLiteral", CONTROL_RESPONSE),
+        _acl("publishClientReceive", CONTROL_RESPONSE),
+    ]}
+
+
+def add_node_commands(node_id: str) -> list[dict[str, Any]]:
+    """Control commands that let one node in, as `dynsec_config` would list it."""
+    return [{"command": "createRole", **node_role(node_id)},
+            {"command": "createClient", "username": node_id, "textname": "enrolled node",
+             "roles": [{"rolename": f"node-{node_id}"}]}]
+
+
+def remove_node_commands(node_id: str) -> list[dict[str, Any]]:
+    """Control commands that shut one node out: deleting the client disconnects it at once,
+    and without client or role every later publish and subscription of it is refused."""
+    return [{"command": "deleteClient", "username": node_id},
+            {"command": "deleteRole", "rolename": f"node-{node_id}"}]
+
+
 def dynsec_config(node_ids: Iterable[str], root: str = TOPIC_ROOT) -> dict[str, Any]:
-    """The dynamic-security file: HQ plus one client and role per enrolled node.
+    """The dynamic-security file: HQ, broker-admin, and one client and role per node.
 
     Everything not granted is refused (publish, receive and subscribe default to
     deny). Clients have no password: they authenticate by certificate only.
     """
     nodes = sorted(set(node_ids))
-    if HQ_USER in nodes:
-        raise BrokerConfigError(f"node id {HQ_USER!r} is reserved for HQ")
+    reserved = sorted(RESERVED_IDS.intersection(nodes))
+    if reserved:
+        raise BrokerConfigError(f"node id {reserved[0]!r} is reserved for HQ")
     clients = [{"username": HQ_USER, "textname": "HQ ingest and downstream",
-                "roles": [{"rolename": "hq"}]}]
+                "roles": [{"rolename": "hq"}]},
+               {"username": ADMIN_USER, "textname": "HQ CLI: node sign and revoke, live",
+                "roles": [{"rolename": ADMIN_USER}]}]
     clients += [{"username": node, "textname": "enrolled node",
                  "roles": [{"rolename": f"node-{node}"}]} for node in nodes]
     return {
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
                              "subscribe": False, "unsubscribe": True},
         "clients": clients, "groups": [],
-        "roles": [hq_role(root), *[node_role(node, root) for node in nodes]],
+        "roles": [hq_role(root), admin_role(), *[node_role(node, root) for node in nodes]],
     }
 
 
@@ -232,14 +265,16 @@ def write_broker_dir(keys: Path, out: Path, owner: Owner, port: int, bind: str,
                             hq_bind=hq_bind).encode(), 0o640, owner)
     assert paths.persistence_dir is not None
     _directory(paths.persistence_dir, 0o700, owner, own=True)
-    _remember(keys, out, owner.user)
+    _remember(keys, {"out": str(out), "run_as": owner.user, "hq_port": hq_port,
+                     "hq_bind": hq_bind})
     return paths
 
 
-def _remember(keys: Path, out: Path, user: str) -> None:
-    """Record the broker directory so enrollment and revocation keep it current."""
+def _remember(keys: Path, entry: dict[str, Any]) -> None:
+    """Record the broker directory (and HQ's listener, where `node sign` and `node revoke`
+    reach the running broker) so enrollment and revocation keep it current."""
     dirs = {d["out"]: d for d in recorded_dirs(keys)}
-    dirs[str(out)] = {"out": str(out), "run_as": user}
+    dirs[entry["out"]] = entry
     data = json.dumps({"dirs": sorted(dirs.values(), key=lambda d: d["out"])}, indent=2)
     tmp = keys / f".{RECORD}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -248,7 +283,7 @@ def _remember(keys: Path, out: Path, user: str) -> None:
     os.replace(tmp, keys / RECORD)
 
 
-def recorded_dirs(keys: Path) -> list[dict[str, str]]:
+def recorded_dirs(keys: Path) -> list[dict[str, Any]]:
     """Broker directories written from this key directory."""
     path = keys / RECORD
     if not path.exists():
@@ -257,9 +292,10 @@ def recorded_dirs(keys: Path) -> list[dict[str, str]]:
     return [d for d in data.get("dirs", []) if isinstance(d, dict)]
 
 
-def refresh_broker_dirs(keys: Path, node_ids: Iterable[str]) -> list[Path]:
+def refresh_broker_dirs(keys: Path, node_ids: Iterable[str]) -> list[dict[str, Any]]:
     """After enrollment or revocation: copy the CRL and rewrite the dynamic-security file in
-    every recorded broker directory. The broker applies them when restarted."""
+    every recorded broker directory, so a restarted broker starts from the same state (the
+    running one is changed live, `certs.broker_control`). Returns the refreshed records."""
     nodes = list(node_ids)
     refreshed = []
     for entry in recorded_dirs(keys):
@@ -269,5 +305,5 @@ def refresh_broker_dirs(keys: Path, node_ids: Iterable[str]) -> list[Path]:
         owner = Owner.of(entry["run_as"])
         _install(out / "crl.pem", (keys / "crl.pem").read_bytes(), 0o644, owner)
         _install(out / "dynamic-security.json", dynsec_json(nodes), 0o640, owner)
-        refreshed.append(out)
+        refreshed.append(entry)
     return refreshed

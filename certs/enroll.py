@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
+from certs.broker import RESERVED_IDS
+from sync.topics import NODE_ID
 
 BUNDLE_VERSION = 1
 REQUEST_VERSION = 1
@@ -100,6 +102,21 @@ def _load_ec(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def check_node_id(node_id: str) -> None:
+    """Refuse a node id that is not a plain topic level or that names one of HQ's identities.
+
+    The id becomes the node's MQTT user, client id and topic level: `hq`, `hq-sign`,
+    `broker` or `broker-admin` (in any case) would pose as HQ to the broker, and a
+    wildcard or slash would reach other nodes' topics.
+    """
+    if not NODE_ID.fullmatch(node_id):
+        raise EnrollError(f"node id {node_id!r} is not allowed: use letters, digits, - and _ "
+                          "(at most 64)")
+    if node_id.lower() in RESERVED_IDS:
+        raise EnrollError(f"node id {node_id!r} is reserved for HQ "
+                          f"({', '.join(sorted(RESERVED_IDS))}); nothing was signed")
+
+
 def check_request(request: dict[str, Any], center_id: str) -> x509.CertificateSigningRequest:
     """The CSR of a valid request for `center_id`, or EnrollError."""
     try:
@@ -108,6 +125,7 @@ def check_request(request: dict[str, Any], center_id: str) -> x509.CertificateSi
         serialization.load_pem_public_key(hpke.encode())
     except (KeyError, ValueError) as exc:
         raise EnrollError("request is malformed (csr, node_id, hpke_public)") from exc
+    check_node_id(node_id)
     if not csr.is_signature_valid:
         raise EnrollError("request CSR signature is invalid")
     if pki.common_name_of(csr.subject) != node_id:

@@ -62,6 +62,31 @@ def test_request_for_another_center_is_refused(fleet: dict[str, Any]) -> None:
     assert result.exit_code == 1 and "not LHR-02" in result.output
 
 
+@pytest.mark.parametrize("node_id", ["hq", "hq-sign", "broker", "broker-admin", "HQ",
+                                     "Broker-Admin", "+", "N/A", "#"])
+def test_node_ids_of_hq_and_wildcards_are_refused(fleet: dict[str, Any],
+                                                  node_id: str) -> None:
+    """A request naming one of HQ's identities (any case) or a topic wildcard is refused:
+    nothing signed, nothing registered, no bundle."""
+    from certs.enroll import make_request
+    from sync.hq.db import HQDatabase
+
+    sync_dir = fleet["tmp"] / "rogue"
+    sync_dir.mkdir()
+    fleet["request"].write_text(json.dumps(make_request(sync_dir, node_id, "ISB-01")))
+    result = sign(fleet)
+    assert result.exit_code == 1, result.output
+    assert ("reserved for HQ" if node_id.isalpha() or "-" in node_id else "not allowed") \
+        in result.output
+    assert "Traceback" not in result.output
+    assert not (fleet["tmp"] / "bundle.json").exists()
+    db = HQDatabase(fleet["db"])
+    try:
+        assert db.execute("SELECT COUNT(*) FROM hq_nodes").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize("broker", ["127.0.0.1:8883", "mqtt.hq.example:8883",
                                     "evil.localhost:8883"])
 def test_broker_host_the_broker_certificate_does_not_name_is_refused(

@@ -21,6 +21,7 @@ from tests.tls_broker import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REVOKED_WITHIN_S = 10.0  # the guide, "Revoking a node"
 
 
 def run(*argv: str, cwd: Path) -> str:
@@ -79,6 +80,11 @@ class Broker:
             self.process.wait(15)
         self.process = None
 
+    def reload(self) -> None:
+        """What `systemctl reload mosquitto` does: SIGHUP (rereads the CRL, drops no one)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
     def restart(self, port: int) -> None:
         """What `systemctl restart mosquitto` does."""
         self.stop()
@@ -92,6 +98,39 @@ def ensure_mosquitto_user() -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
                         "/usr/sbin/nologin", "mosquitto"], check=True)
+
+
+def wait_for_log(broker: Broker, text: str, timeout: float, what: str) -> None:
+    """Wait until the broker's log holds `text`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in broker.log.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: {broker.log.read_text()[-2000:]}")
+
+
+def connects(port: int, sync_dir: Path, client_id: str) -> bool:
+    """Whether a fresh MQTT session opens with the node's own certificate within 3 s."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=str(sync_dir / "ca.pem"), certfile=str(sync_dir / "node.pem"),
+                   keyfile=str(sync_dir / "node.key"))
+    try:
+        client.connect("localhost", port)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not client.is_connected():
+            time.sleep(0.05)
+        return client.is_connected()
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def wait_status(node: Path, done: Any, what: str) -> dict[str, Any]:
@@ -130,9 +169,10 @@ def test_zero_to_enrolled_node(field_dir: Path) -> None:
               "--broker-host", "localhost", cwd=hq)
     fingerprint = re.search(r"CA fingerprint.*: ([0-9A-F:]+)", out)
     assert fingerprint, out
-    run("edge-hq", "--db", "hq.db", "broker-config", "--keys", "keys", "--out", "broker",
-        "--port", str(port), "--bind", "127.0.0.1", "--hq-port", str(hq_port),
-        "--run-as", "mosquitto", cwd=hq)
+    out = run("edge-hq", "--db", "hq.db", "broker-config", "--keys", "keys", "--out", "broker",
+              "--port", str(port), "--bind", "127.0.0.1", "--hq-port", str(hq_port),
+              "--run-as", "mosquitto", cwd=hq)
+    assert "broker-admin" in out
     broker = Broker(hq / "broker/mosquitto.conf", tmp_path / "mosquitto.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -144,8 +184,7 @@ def test_zero_to_enrolled_node(field_dir: Path) -> None:
         out = run("edge-hq", "--db", "hq.db", "node", "sign", str(tmp_path / "usb/enroll.json"),
                   "--center", "ISB-01", "--broker", f"localhost:{port}", "--keys", "keys",
                   "--out", str(tmp_path / "usb/bundle.json"), cwd=hq)
-        assert "restart the broker" in out
-        broker.restart(port)
+        assert "lets the node in now" in out and "restart" not in out  # no restart needed
         out = run("edge-node", "--data-dir", "var", "enroll", "install",
                   str(tmp_path / "usb/bundle.json"), "--ca-fingerprint", fingerprint.group(1),
                   cwd=node)
@@ -169,13 +208,18 @@ def test_zero_to_enrolled_node(field_dir: Path) -> None:
         assert persisted.stat().st_uid == pwd.getpwnam("mosquitto").pw_uid
         wait_status(node, lambda s: s["link"] == "online", "node back after a broker restart")
 
+        pid = broker.process.pid if broker.process else 0
+        started = time.monotonic()
         out = run("edge-hq", "--db", "hq.db", "node", "revoke", node_id, "--keys", "keys",
                   cwd=hq)
-        assert "restart the broker" in out
-        broker.restart(port)  # the guide's revocation step
-        wait_status(node, lambda s: s["link"] == "offline"
-                    and "certificate verify failed" in broker.log.read_text(),
-                    "revoked node refused by the broker")
+        assert "disconnected the node" in out
+        kicked = f"Client {node_id} been disconnected by administrative action"
+        wait_for_log(broker, kicked, REVOKED_WITHIN_S, "the broker to drop the revoked node")
+        assert time.monotonic() - started < REVOKED_WITHIN_S
+        broker.reload()  # the guide's `systemctl reload mosquitto`
+        assert broker.process is not None and broker.process.pid == pid  # never restarted
+        assert not connects(port, node / "var/sync", node_id)
+        wait_for_log(broker, "certificate verify failed", 10, "the TLS handshake to refuse it")
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
 
-from certs.authority import AuthorityError, init_authority, open_authority
-from certs.broker import BrokerConfigError, Owner, refresh_broker_dirs, write_broker_dir
+from certs.authority import AuthorityError, ensure_broker_admin, init_authority, open_authority
+from certs.broker import (
+    ADMIN_USER,
+    BrokerConfigError,
+    Owner,
+    add_node_commands,
+    recorded_dirs,
+    refresh_broker_dirs,
+    remove_node_commands,
+    write_broker_dir,
+)
+from certs.broker_control import AdminEndpoint, BrokerUnreachable, send
 from certs.enroll import EnrollError, fingerprint, read_json
 from certs.hostnames import names_host, server_names
 from certs.pki import write_private
@@ -79,7 +90,8 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
     write_private(target, json.dumps(bundle, indent=2).encode())
     click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
-    _refresh_brokers(Path(keys_dir), ctx.obj["db"])
+    _refresh_brokers(Path(keys_dir), ctx.obj["db"], add_node_commands(bundle["node_id"]),
+                     "lets the node in now", must_apply=False)
 
 
 def _check_broker_name(keys: Path, host: str, port: str) -> None:
@@ -112,11 +124,12 @@ def _check_broker_name(keys: Path, host: str, port: str) -> None:
 @keys_option
 @click.pass_context
 def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
-    """Revoke a node: CRL updated, ingest refuses it, the fleet is told.
+    """Revoke a node: CRL updated, ingest refuses it, the fleet is told, the broker shuts it out.
 
-    The broker directories written by `edge-hq broker-config` get the new CRL and
-    lose the node's access; restart the broker (`systemctl restart mosquitto`) and
-    from then on it refuses the node's certificate.
+    The running broker deletes the node's access at once (no restart): it disconnects
+    the node and refuses everything it sends or asks for, before this command returns
+    (it waits at most 10 s for the broker). The broker directories get the new CRL; from the
+    broker's next reload (`systemctl reload mosquitto`) it refuses the certificate itself.
 
     Example: edge-hq node revoke NABCDE
     """
@@ -127,7 +140,10 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
     except (AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {node_id} (certificate serial {serial:x})")
-    _refresh_brokers(Path(keys_dir), ctx.obj["db"])
+    _refresh_brokers(Path(keys_dir), ctx.obj["db"], remove_node_commands(node_id),
+                     "has disconnected the node and refuses it from now on; "
+                     "`systemctl reload mosquitto` makes it refuse the certificate too",
+                     must_apply=True)
 
 
 def _active_nodes(db_url: str) -> list[str]:
@@ -141,16 +157,39 @@ def _active_nodes(db_url: str) -> list[str]:
         db.close()
 
 
-def _refresh_brokers(keys: Path, db_url: str) -> None:
-    """Bring every broker directory up to date and say what the operator must do."""
+def _refresh_brokers(keys: Path, db_url: str, commands: list[dict[str, Any]], done: str,
+                     must_apply: bool) -> None:
+    """Change each running broker live, then bring every broker directory up to date (the
+    file is written last, so it holds HQ's node list even if the plugin saved its own copy)
+    and say what happened. The enrollment or revocation at HQ has happened either way. A
+    broker that could not be changed live gets the fallback (a restart) printed; with
+    `must_apply` (revocation: the node may still be connected) the exit code is 3."""
+    entries = [e for e in recorded_dirs(keys) if (Path(e["out"]) / "mosquitto.conf").exists()]
+    if not entries:
+        click.echo("no broker directory recorded; run `edge-hq broker-config` to create one")
+    applied = {entry["out"]: _apply_live(keys, entry, commands) for entry in entries}
     try:
-        dirs = refresh_broker_dirs(keys, _active_nodes(db_url))
+        refresh_broker_dirs(keys, _active_nodes(db_url))
     except (BrokerConfigError, OSError) as exc:
         raise click.ClickException(f"broker files not updated: {exc}") from exc
-    for out in dirs:
-        click.echo(f"updated {out}; restart the broker to apply (systemctl restart mosquitto)")
-    if not dirs:
-        click.echo("no broker directory recorded; run `edge-hq broker-config` to create one")
+    for out, where in applied.items():
+        if where:
+            click.echo(f"updated {out}; the broker at {where} {done}")
+    if must_apply and not all(applied.values()):
+        raise click.exceptions.Exit(3)
+
+
+def _apply_live(keys: Path, entry: dict[str, Any], commands: list[dict[str, Any]]) -> str:
+    """Send the commands to the broker of one record; its address, or "" (and a warning)."""
+    try:
+        endpoint = AdminEndpoint.of(keys, entry)
+        send(endpoint, commands)
+    except BrokerUnreachable as exc:
+        click.echo(f"warning: the running broker of {entry['out']} was not changed: {exc}. "
+                   f"Its files are updated: restart the broker to apply them "
+                   f"(systemctl restart mosquitto).", err=True)
+        return ""
+    return f"{endpoint.host}:{endpoint.port}"
 
 
 @click.command("broker-config")
@@ -181,9 +220,13 @@ def broker_config(ctx: click.Context, keys_dir: str, out_dir: str, port: int, bi
     if not (keys / "broker.pem").exists():
         raise click.ClickException(f"{keys}: no broker certificate; run `edge-hq ca init`")
     try:
+        if ensure_broker_admin(open_authority(keys)):
+            click.echo(f"issued {keys / (ADMIN_USER + '.pem')}: the broker lets it change its "
+                       "access control (dynamic-security control topic) and nothing else; "
+                       "`node sign` and `node revoke` use it. Keep it with the CA key.")
         write_broker_dir(keys, out, Owner.of(run_as), port, bind, _active_nodes(ctx.obj["db"]),
                          hq_port, hq_bind)
-    except (BrokerConfigError, OSError) as exc:
+    except (AuthorityError, BrokerConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out / 'mosquitto.conf'} and the files it names "
                f"(readable by group {run_as})")
