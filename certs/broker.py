@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import pwd
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ ADMIN_USER = "broker-admin"  # HQ's CLI: may only talk to the dynamic-security c
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 CONTROL_RESPONSE = f"{CONTROL_TOPIC}/response"
 # HQ's own certificate names (and the broker's): never a node id.
+# A node id is a certificate name, an MQTT client id and a topic level: no wildcard, no slash.
+NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_IDS = frozenset({HQ_USER, "hq-sign", "broker", ADMIN_USER})
 SHARE_GROUP = "hq"
 DYNSEC_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so",

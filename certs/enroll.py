@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
-from certs.broker import RESERVED_IDS
-from sync.topics import NODE_ID
+from certs.broker import NODE_ID, RESERVED_IDS
 
 BUNDLE_VERSION = 1
 REQUEST_VERSION = 1

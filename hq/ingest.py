@@ -22,10 +22,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from certs.broker import NODE_ID
 from hq import refusals, resume
 from hq.downstream import realign
 from hq.store import HQDatabase, utc_now
-from sync import envelope, topics
+from sync import envelope
 from sync.chain import entry_hash
 from sync.hlc import HLCError, Timestamp
 from sync.merge import State, merge, node_writes, policy_for
@@ -144,7 +145,7 @@ class Ingest:
         except envelope.EnvelopeError as exc:
             raise Rejected(exc.reason, exc.detail, topic_node) from exc
         node_id = env.header.get("node")
-        if not isinstance(node_id, str) or not topics.NODE_ID.match(node_id):
+        if not isinstance(node_id, str) or not NODE_ID.match(node_id):
             raise Rejected("bad_header", "header has no valid node id", topic_node)
         if topic_node is not None and topic_node != node_id:
             raise Rejected("topic_mismatch", f"envelope of {node_id} on {topic_node}'s topic",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
+from certs.broker import NODE_ID
 
 ROOT = "khidmat/v1"
 SHARE_GROUP = "hq"
-NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def up(node_id: str) -> str:

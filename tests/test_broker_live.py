@@ -23,10 +23,12 @@ from click.testing import CliRunner, Result
 
 from certs.authority import init_authority
 from certs.enroll import make_request
+from hq.cli.main import main as hq_cli
 from sync import topics
-from sync.hq_cli import main as hq_cli
 from tests.test_sync_e2e import wait_for
 from tests.tls_broker import MOSQUITTO, free_port
+
+pytestmark = pytest.mark.broker
 
 REVOKED_WITHIN_S = 10.0  # docs/technician-guide.md, "Revoking a node"
 

@@ -69,7 +69,7 @@ def test_node_ids_of_hq_and_wildcards_are_refused(fleet: dict[str, Any],
     """A request naming one of HQ's identities (any case) or a topic wildcard is refused:
     nothing signed, nothing registered, no bundle."""
     from certs.enroll import make_request
-    from sync.hq.db import HQDatabase
+    from hq.store import HQDatabase
 
     sync_dir = fleet["tmp"] / "rogue"
     sync_dir.mkdir()

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,8 @@ def ensure_mosquitto_user() -> None:
 
 def wait_for_log(broker: Broker, text: str, timeout: float, what: str) -> None:
     """Wait until the broker's log holds `text`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in broker.log.read_text():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: {broker.log.read_text()[-2000:]}")
+    wait_for(lambda: text in broker.log.read_text(), timeout, what,
+             detail=lambda: broker.log.read_text()[-2000:])
 
 
 def connects(port: int, sync_dir: Path, client_id: str) -> bool:
