@@ -67,7 +67,7 @@ class Node:
         self.checkpointer = Checkpointer(lambda: open_database(self.path, self._db_keys))
         self.writer = Writer(db, settings["writer_batch_max"])
         self._local = threading.local()
-        self._readers: list[Database] = []
+        self._readers: list[tuple[threading.Thread, Database]] = []
         self._lock = threading.Lock()
         self.sessions = SessionCache()
         self.login_throttle = LoginThrottle()
@@ -84,8 +84,25 @@ class Node:
             db.execute("PRAGMA query_only = ON")
             self._local.db = db
             with self._lock:
-                self._readers.append(db)
+                self._close_orphans_locked()
+                self._readers.append((threading.current_thread(), db))
         return db
+
+    def _close_orphans_locked(self) -> None:
+        """Close the readers of threads that ended: paho starts a network thread per MQTT
+        connection, so a flapping link would otherwise leak one connection per reconnect."""
+        alive = []
+        for thread, db in self._readers:
+            if thread.is_alive():
+                alive.append((thread, db))
+            else:
+                db.close()
+        self._readers = alive
+
+    def open_readers(self) -> int:
+        """How many read connections are open (threads that ended are pruned lazily)."""
+        with self._lock:
+            return len(self._readers)
 
     def timestamp(self) -> str:
         """Current time in storage form."""
@@ -101,7 +118,7 @@ class Node:
         self.writer.db.close()
         self.checkpointer.close()
         with self._lock:
-            for db in self._readers:
+            for _, db in self._readers:
                 db.close()
             self._readers.clear()
 

@@ -146,3 +146,18 @@ def test_unencrypted_mode_for_development(tmp_path: Path) -> None:
                              environ={})
     init_node(settings, "DEV-01")
     assert db_path(settings).read_bytes().startswith(b"SQLite format 3")
+
+
+def test_readers_of_ended_threads_are_closed(node: Node) -> None:
+    """paho runs each MQTT connection on a new thread that reads the node: 50 reconnects
+    must not leave 50 open connections (file handles) behind."""
+    def read_once() -> None:
+        node.reader().execute("SELECT count(*) FROM node_meta").fetchone()
+
+    before = node.open_readers()
+    for _ in range(50):
+        thread = threading.Thread(target=read_once)
+        thread.start()
+        thread.join()
+    read_once()  # a new reader (this thread's) prunes the ended ones
+    assert node.open_readers() <= before + 2
