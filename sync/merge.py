@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 FIELD_CLOCKS = "field_hlc"
@@ -38,7 +39,11 @@ class Policy:
     ranks: Mapping[str, int] = field(default_factory=dict)
 
 
-APPLICATION_RANKS = {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3}
+# The application status lattice, defined once: the domain (edge_node/domain/applications.py)
+# moves a status only up these ranks, and HQ's merge keeps the higher rank.
+APPLICATION_STATUSES = ("submitted", "in_review", "ready", "rejected", "collected")
+APPLICATION_RANKS: Mapping[str, int] = MappingProxyType(
+    {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3})
 POLICIES: dict[str, Policy] = {
     "citizens": Policy("field_lww"),
     "applications": Policy("lattice", "status", APPLICATION_RANKS),
