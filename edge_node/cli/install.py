@@ -60,7 +60,7 @@ class Step:
 
 def source_dir() -> Path:
     """The repository's systemd/ directory next to this package."""
-    return Path(__file__).resolve().parent.parent / "systemd"
+    return Path(__file__).resolve().parents[2] / "systemd"
 
 
 def default_bin_dir() -> Path:
