@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certs.files import write_atomic
+
 TOPIC_ROOT = "khidmat/v1"
 HQ_USER = "hq"
 SHARE_GROUP = "hq"
@@ -194,16 +196,8 @@ class Owner:
 
 def _install(path: Path, data: bytes, mode: int, owner: Owner, group_only: bool = True) -> None:
     """Write a file atomically: root (or us) owns it, the broker's group reads it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if os.geteuid() == 0:
-        os.chown(tmp, 0 if group_only else owner.uid, owner.gid)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    ids = (0 if group_only else owner.uid, owner.gid) if os.geteuid() == 0 else None
+    write_atomic(path, data, mode, ids)
 
 
 def _directory(path: Path, mode: int, owner: Owner, own: bool = False) -> None:
@@ -241,11 +235,7 @@ def _remember(keys: Path, out: Path, user: str) -> None:
     dirs = {d["out"]: d for d in recorded_dirs(keys)}
     dirs[str(out)] = {"out": str(out), "run_as": user}
     data = json.dumps({"dirs": sorted(dirs.values(), key=lambda d: d["out"])}, indent=2)
-    tmp = keys / f".{RECORD}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
-    os.replace(tmp, keys / RECORD)
+    write_atomic(keys / RECORD, data.encode())
 
 
 def recorded_dirs(keys: Path) -> list[dict[str, str]]:

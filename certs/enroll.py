@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
+from certs.files import write_atomic
 
 BUNDLE_VERSION = 1
 REQUEST_VERSION = 1
@@ -77,13 +78,13 @@ def make_request(sync_dir: Path, node_id: str, center_id: str) -> dict[str, Any]
         key = _load_ec(key_path)
     else:
         key = pki.new_key()
-        pki.write_private(key_path, pki.key_pem(key))
+        write_atomic(key_path, pki.key_pem(key))
     if hpke_path.exists():
         hpke = serialization.load_pem_private_key(hpke_path.read_bytes(), None)
         assert isinstance(hpke, x25519.X25519PrivateKey)
     else:
         hpke = x25519.X25519PrivateKey.generate()
-        pki.write_private(hpke_path, hpke.private_bytes(
+        write_atomic(hpke_path, hpke.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()))
     csr = pki.make_csr(key, node_id, center_id)
@@ -192,7 +193,7 @@ def install(sync_dir: Path, bundle: dict[str, Any], ca_fingerprint: str,
              "hq-hpke.pub": str(bundle["hq_hpke_public"]).encode(),
              "broker.json": json.dumps(broker).encode()}
     for name, data in files.items():
-        pki.write_private(sync_dir / name, data)
+        write_atomic(sync_dir / name, data)
     return certs["node_cert"]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from certs.enroll import EnrollError, install, make_request, read_json, request_digest
-from certs.pki import write_private
+from certs.files import write_atomic
 from edge_node.replication.runtime import sync_dir
 
 
@@ -35,7 +35,7 @@ def enroll_request(ctx: click.Context, out: str | None) -> None:
         directory.chmod(0o700)
         request = make_request(directory, node.node_id, node.center_id)
     target = Path(out or f"enroll-{request['node_id']}.json")
-    write_private(target, json.dumps(request, indent=2).encode())
+    write_atomic(target, json.dumps(request, indent=2).encode())
     click.echo(f"request for node {request['node_id']} written to {target}")
     click.echo(f"request digest (read it to HQ to confirm): {request_digest(request)}")
 

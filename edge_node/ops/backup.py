@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlcipher3
 
-from certs.pki import write_private
+from certs.files import rename_durably, write_atomic
 from edge_node.config import ConfigError
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
@@ -126,17 +126,12 @@ def sha256_of(path: Path) -> str:
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file or directory to disk."""
+    """Flush a file to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file (0600), fsync, rename, fsync the directory (the PKI's writer)."""
-    write_private(path, data)
 
 
 def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None = None,
@@ -156,8 +151,7 @@ def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None
                     "size": tmp.stat().st_size, "sha256": sha256_of(tmp),
                     "key": "not included: restore needs this node's key file"}
         write_atomic(manifest_path(path), json.dumps(manifest, indent=2).encode())
-        os.replace(tmp, path)
-        fsync_path(target_dir)
+        rename_durably(tmp, path)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
             leftover.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from certs.files import rename_durably
 from edge_node.domain import audit, epoch
 from edge_node.ids import business_date, utcnow
 from edge_node.node import db_path
@@ -258,9 +259,8 @@ def _swap(settings: dict[str, Any], keys: NodeKeys, staged: Path, moment: dateti
         for suffix in ("-wal", "-shm"):  # an old WAL must never be replayed into the copy
             side = Path(f"{path}{suffix}")
             if side.exists():
-                os.replace(side, Path(f"{kept}{suffix}"))
-    os.replace(staged, path)
-    fsync_path(path.parent)
+                rename_durably(side, Path(f"{kept}{suffix}"))
+    rename_durably(staged, path)
     return kept
 
 

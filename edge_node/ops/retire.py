@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certs.files import fsync_dir
 from edge_node.node import db_path, key_path
 from edge_node.ops.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
 from edge_node.replication.port import ACKED_KEY
@@ -98,7 +99,8 @@ def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
             backup.path.unlink(missing_ok=True)
             manifest_path(backup.path).unlink(missing_ok=True)
             removed.append(backup.path)
-    _fsync_dir(data_dir)
+    if data_dir.is_dir():
+        fsync_dir(data_dir)  # the unlinks, durably
     return removed
 
 
@@ -117,12 +119,3 @@ def shred(path: Path) -> None:
         os.fsync(handle.fileno())
     path.unlink()
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the unlinks durable."""
-    if directory.is_dir():
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

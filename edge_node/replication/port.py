@@ -321,7 +321,8 @@ def _certificate(db: Database, payload: Any, node: Node) -> None:
     """A renewed certificate: same key, same CA, this node; replaces node.pem atomically."""
     from cryptography import x509
 
-    from certs.pki import cert_pem, common_name, verify_issued_by, write_private
+    from certs.files import write_atomic
+    from certs.pki import cert_pem, common_name, verify_issued_by
     from edge_node.replication.runtime import sync_dir
     from sync.identity import load_cert, load_ec_key
 
@@ -333,7 +334,7 @@ def _certificate(db: Database, payload: Any, node: Node) -> None:
     if common_name(cert) != node.node_id or getattr(key, "public_numbers", None) is None \
             or key.public_numbers() != own:  # type: ignore[union-attr]
         raise ValueError("renewed certificate is not for this node's key")
-    write_private(directory / "node.pem", cert_pem(cert))
+    write_atomic(directory / "node.pem", cert_pem(cert))
     audit.append(db, None, "node.certificate_renewed", "node", node.node_id, node.timestamp(),
                  {"not_after": cert.not_valid_after_utc.isoformat()})
 

@@ -11,8 +11,8 @@ from cryptography import x509
 from certs.authority import AuthorityError, init_authority, open_authority
 from certs.broker import BrokerConfigError, Owner, refresh_broker_dirs, write_broker_dir
 from certs.enroll import EnrollError, fingerprint, read_json
+from certs.files import write_atomic
 from certs.hostnames import names_host, server_names
-from certs.pki import write_private
 
 DEFAULT_KEYS = "./var-hq/keys"
 keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
@@ -77,7 +77,7 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     except (EnrollError, AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
-    write_private(target, json.dumps(bundle, indent=2).encode())
+    write_atomic(target, json.dumps(bundle, indent=2).encode())
     click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
     _refresh_brokers(Path(keys_dir), ctx.obj["db"])
 
