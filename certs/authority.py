@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
 from certs.files import write_atomic
+from certs.layout import CA_CERT, CRL
 
-CA_FILES = ("ca.key", "ca.pem")
+CA_FILES = ("ca.key", CA_CERT)
 
 
 class AuthorityError(RuntimeError):
@@ -39,7 +40,7 @@ class Authority:
     @property
     def crl_path(self) -> Path:
         """Where the CRL is kept (the broker's crlfile points here or at a copy)."""
-        return self.directory / "crl.pem"
+        return self.directory / CRL
 
     def revoked(self) -> list[int]:
         """Serials revoked so far."""
@@ -99,7 +100,7 @@ def init_authority(directory: Path, broker_names: list[str]) -> Authority:
     os.chmod(directory, 0o700)
     ca_key, ca_cert = pki.create_ca()
     write_atomic(directory / "ca.key", pki.key_pem(ca_key))
-    _write_public(directory / "ca.pem", pki.cert_pem(ca_cert))
+    _write_public(directory / CA_CERT, pki.cert_pem(ca_cert))
     auth = Authority(directory, ca_key, ca_cert)
     _issue_pair(auth, "hq-sign", "hq-sign", signing_only=True)
     _issue_pair(auth, "hq", "hq")
@@ -124,5 +125,5 @@ def open_authority(directory: Path) -> Authority:
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise AuthorityError(f"{key_path}: not an EC key")
-    cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
     return Authority(directory, key, cert)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.files import write_atomic
+from certs.layout import CA_CERT, CRL
 
 TOPIC_ROOT = "khidmat/v1"
 HQ_USER = "hq"
@@ -215,9 +216,9 @@ def write_broker_dir(keys: Path, out: Path, owner: Owner, port: int, bind: str,
     directory: copies of the CA and broker certificates, the broker key (0640), the CRL,
     the dynamic-security file, the config, and a persistence directory it owns (0700)."""
     _directory(out, 0o750, owner)
-    paths = BrokerPaths(out / "ca.pem", out / "broker.pem", out / "broker.key", out / "crl.pem",
+    paths = BrokerPaths(out / CA_CERT, out / "broker.pem", out / "broker.key", out / CRL,
                         out / "dynamic-security.json", out / "persist")
-    for name in ("ca.pem", "broker.pem", "crl.pem"):
+    for name in (CA_CERT, "broker.pem", CRL):
         _install(out / name, (keys / name).read_bytes(), 0o644, owner)
     _install(paths.keyfile, (keys / "broker.key").read_bytes(), 0o640, owner)
     _install(paths.dynsec_file, dynsec_json(node_ids), 0o640, owner)
@@ -257,7 +258,7 @@ def refresh_broker_dirs(keys: Path, node_ids: Iterable[str]) -> list[Path]:
         if not (out / "mosquitto.conf").exists():
             continue
         owner = Owner.of(entry["run_as"])
-        _install(out / "crl.pem", (keys / "crl.pem").read_bytes(), 0o644, owner)
+        _install(out / CRL, (keys / CRL).read_bytes(), 0o644, owner)
         _install(out / "dynamic-security.json", dynsec_json(nodes), 0o640, owner)
         refreshed.append(out)
     return refreshed

@@ -26,8 +26,9 @@ def backup(ctx: click.Context, out_dir: str | None) -> None:
     Example: edge-node backup --out /media/usb
     """
     from edge_node.cli.main import settings_of, user_errors
-    from edge_node.node import db_path, key_path, load_keys
-    from edge_node.ops.backup import backup_dir, create_backup, rotate
+    from edge_node.node import load_keys
+    from edge_node.ops.backup import create_backup, rotate
+    from edge_node.paths import backup_dir, db_path, key_path
     from edge_node.store.db import StoreError
 
     settings = settings_of(ctx)

@@ -9,7 +9,9 @@ import click
 
 from certs.enroll import EnrollError, install, make_request, read_json, request_digest
 from certs.files import write_atomic
-from edge_node.replication.runtime import sync_dir
+from certs.layout import NODE_CERT, NODE_KEY
+from edge_node.node import Node
+from edge_node.paths import exported_through, sync_dir
 
 
 @click.group()
@@ -54,7 +56,7 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
-        if not (directory / "node.key").exists():
+        if not (directory / NODE_KEY).exists():
             raise click.ClickException("no node key: run `edge-node enroll request` first")
         try:
             cert = install(directory, read_json(Path(bundle), "enrollment bundle"),
@@ -65,24 +67,16 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
                f"{cert.not_valid_after_utc:%Y-%m-%d}")
 
 
-def _refuse_if_unsynced(node: object, directory: Path) -> None:
+def _refuse_if_unsynced(node: Node, directory: Path) -> None:
     """Re-enrolling a node with unsynced records would strand them: refuse unless exported."""
     from edge_node.replication.port import NodeOutbox
 
-    if not (directory / "node.pem").exists():
+    if not (directory / NODE_CERT).exists():
         return
-    stats = NodeOutbox(node).stats()  # type: ignore[arg-type]
-    exported = _exported_through(Path(node.settings["data_dir"]))  # type: ignore[attr-defined]
+    stats = NodeOutbox(node).stats()
+    exported = exported_through(Path(node.settings["data_dir"]))
     if stats["count"] and (stats["last_seq"] or 0) > exported:
         raise click.ClickException(
             f"this node holds {stats['count']} unsynced records; sync them "
             "(`edge-node sync push`) or export them (`edge-node sync export`) first")
 
-
-def _exported_through(data_dir: Path) -> int:
-    """Highest outbox seq written to an export bundle (0 when none)."""
-    marker = data_dir / "exported_seq"
-    try:
-        return int(marker.read_text().strip())
-    except (OSError, ValueError):
-        return 0

@@ -31,12 +31,11 @@ from certs.files import rename_durably, write_atomic
 from edge_node.config import ConfigError
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
-from edge_node.node import db_path
+from edge_node.paths import backup_dir, db_path
 from edge_node.store.db import DatabaseError, connect
 from edge_node.store.keyfile import NodeKeys
 
 log = logging.getLogger(__name__)
-BACKUP_DIR_NAME = "backups"
 PREFIX, SUFFIX = "node-", ".db"
 MANIFEST_VERSION = 1
 STAMP_FORMAT = "%Y%m%dT%H%M%S"
@@ -53,11 +52,6 @@ class Backup:
 
     path: Path
     manifest: dict[str, Any]
-
-
-def backup_dir(settings: dict[str, Any]) -> Path:
-    """The directory of scheduled backups: the setting, or <data_dir>/backups."""
-    return Path(settings["backup_dir"] or Path(settings["data_dir"]) / BACKUP_DIR_NAME)
 
 
 def db_keys(settings: dict[str, Any], keys: NodeKeys) -> NodeKeys | None:

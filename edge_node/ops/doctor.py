@@ -35,9 +35,10 @@ from cryptography.hazmat.primitives import serialization
 from sqlite_utils import Database
 
 from certs.hostnames import server_names
+from certs.layout import CA_CERT, CRL, NODE_CERT, NODE_KEY
 from edge_node.ids import iso, parse_iso, utcnow
-from edge_node.node import Node, db_path, key_path
-from edge_node.replication.runtime import is_enrolled, sync_dir
+from edge_node.node import Node
+from edge_node.paths import backup_dir, db_path, is_enrolled, key_path, sync_dir
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
 from sync.hlc import HLCError, Timestamp
@@ -266,7 +267,7 @@ def check_disk(doc: Doctor) -> Result:
     fraction = usage.free / usage.total if usage.total else 0.0
     finding = (f"{usage.free / MIB:,.0f} MiB free of {usage.total / MIB:,.0f} MiB "
                f"({fraction:.0%}) on {data_dir}")
-    fix = (f"free space: remove old files in {_backup_dir(doc.settings)} (copy them off "
+    fix = (f"free space: remove old files in {backup_dir(doc.settings)} (copy them off "
            "first), `journalctl --vacuum-size=100M`, `apt-get clean`; or a bigger disk")
     if usage.free < limits.disk_fail_bytes:
         return Result("disk", FAIL, finding + ": writes will fail soon", fix)
@@ -358,16 +359,16 @@ def check_certificate(doc: Doctor) -> Result:
     directory = sync_dir(doc.settings)
     reenroll = "re-enroll with this fleet's HQ: " + ENROLL_FIX.split(": ", 1)[1]
     try:
-        cert, ca = _load_cert(directory / "node.pem"), _load_cert(directory / "ca.pem")
+        cert, ca = _load_cert(directory / NODE_CERT), _load_cert(directory / CA_CERT)
     except (OSError, ValueError) as exc:
         return Result(name, FAIL, f"unreadable certificate in {directory} ({exc})", reenroll)
     try:
         cert.verify_directly_issued_by(ca)
     except Exception:  # InvalidSignature, ValueError, TypeError
         return Result(name, FAIL, f"node certificate was not issued by the CA in "
-                      f"{directory / 'ca.pem'} (issuer {cert.issuer.rfc4514_string()})",
+                      f"{directory / CA_CERT} (issuer {cert.issuer.rfc4514_string()})",
                       reenroll)
-    if not _carries_node_key(cert, directory / "node.key"):
+    if not _carries_node_key(cert, directory / NODE_KEY):
         return Result(name, FAIL, "node certificate does not carry this node's key (node.key)",
                       reenroll)
     return _validity(name, cert, doc.now(), ca)
@@ -412,13 +413,13 @@ def check_crl(doc: Doctor) -> Result:
     if (missing := _not_enrolled(doc, name)) is not None:
         return missing
     directory = sync_dir(doc.settings)
-    path = directory / "crl.pem"
+    path = directory / CRL
     if not path.exists():
         return Result(name, SKIP, "no CRL on this node (the broker enforces revocation)")
     fix = f"get a fresh CRL from HQ (its CA directory's crl.pem) and copy it to {path}"
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
-        ca, cert = _load_cert(directory / "ca.pem"), _load_cert(directory / "node.pem")
+        ca, cert = _load_cert(directory / CA_CERT), _load_cert(directory / NODE_CERT)
     except (OSError, ValueError) as exc:
         return Result(name, FAIL, f"unreadable CRL or certificate ({exc})", fix)
     public = ca.public_key()
@@ -452,11 +453,11 @@ def check_broker(doc: Doctor) -> Result:
         return Result(name, FAIL, f"{directory / 'broker.json'} is missing or malformed",
                       "re-enroll: " + ENROLL_FIX.split(": ", 1)[1])
     try:
-        context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
-        context.load_cert_chain(str(directory / "node.pem"), str(directory / "node.key"))
+        context = ssl.create_default_context(cafile=str(directory / CA_CERT))
+        context.load_cert_chain(str(directory / NODE_CERT), str(directory / NODE_KEY))
     except (OSError, ssl.SSLError) as exc:
         return Result(name, FAIL, f"cannot load the node's TLS files ({exc})", "see certificate")
-    chain = (str(directory / "node.pem"), str(directory / "node.key"))
+    chain = (str(directory / NODE_CERT), str(directory / NODE_KEY))
     return _handshake(host, port, context, doc.limits.broker_timeout_s, chain)
 
 
@@ -556,14 +557,9 @@ def check_backlog(doc: Doctor) -> Result:
     return Result("backlog", PASS, finding)
 
 
-def _backup_dir(settings: dict[str, Any]) -> Path:
-    """Where backups are kept: the backup_dir setting if there is one, else <data_dir>/backups."""
-    return Path(settings.get("backup_dir") or Path(settings["data_dir"]) / "backups")
-
-
 def check_backup(doc: Doctor) -> Result:
     """Age of the newest backup file."""
-    directory = _backup_dir(doc.settings)
+    directory = backup_dir(doc.settings)
     fix = "`edge-node backup` now, and `systemctl enable --now edge-node-backup.timer`"
     files = [p for p in directory.glob("*") if p.is_file() and not p.name.startswith(".")
              and not p.name.endswith((".tmp", ".json"))] if directory.is_dir() else []
