@@ -149,8 +149,8 @@ def emit(**message: Any) -> None:
 def agent_child(data_dir: str) -> None:
     """Child: open the node, report ready; run its sync agent from "go" until "stop"."""
     from edge_node import __version__
+    from edge_node.paths import sync_dir
     from edge_node.replication.port import NodeOutbox
-    from edge_node.replication.runtime import sync_dir
     from sync.identity import load_node_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
+from certs.files import write_atomic
+from certs.layout import CA_CERT, CRL
 
-CA_FILES = ("ca.key", "ca.pem")
+CA_FILES = ("ca.key", CA_CERT)
 
 
 class AuthorityError(RuntimeError):
@@ -39,7 +41,7 @@ class Authority:
     @property
     def crl_path(self) -> Path:
         """Where the CRL is kept (the broker's crlfile points here or at a copy)."""
-        return self.directory / "crl.pem"
+        return self.directory / CRL
 
     def revoked(self) -> list[int]:
         """Serials revoked so far."""
@@ -49,7 +51,7 @@ class Authority:
     def write_crl(self, revoked: list[int]) -> None:
         """Record the revoked serials and publish a fresh CRL."""
         serials = json.dumps(sorted(set(revoked))).encode()
-        pki.write_private(self.directory / "revoked.json", serials)
+        write_atomic(self.directory / "revoked.json", serials)
         crl = pki.build_crl(self.ca_key, self.ca_cert, revoked)
         _write_public(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
 
@@ -76,11 +78,8 @@ class Authority:
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """Write a certificate or CRL atomically, world-readable (the broker reads it)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Write a certificate or CRL atomically and durably, world-readable (the broker reads it)."""
+    write_atomic(path, data, mode=0o644)
 
 
 def _issue_pair(auth: Authority, name: str, common_name: str,
@@ -90,7 +89,7 @@ def _issue_pair(auth: Authority, name: str, common_name: str,
     cert = auth.issue(pki.make_csr(key, common_name, "Khidmat Edge HQ"),
                       server_names=server_names, days=pki.CA_DAYS // 3,
                       signing_only=signing_only)
-    pki.write_private(auth.directory / f"{name}.key", pki.key_pem(key))
+    write_atomic(auth.directory / f"{name}.key", pki.key_pem(key))
     _write_public(auth.directory / f"{name}.pem", pki.cert_pem(cert))
 
 
@@ -101,14 +100,14 @@ def init_authority(directory: Path, broker_names: list[str]) -> Authority:
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     ca_key, ca_cert = pki.create_ca()
-    pki.write_private(directory / "ca.key", pki.key_pem(ca_key))
-    _write_public(directory / "ca.pem", pki.cert_pem(ca_cert))
+    write_atomic(directory / "ca.key", pki.key_pem(ca_key))
+    _write_public(directory / CA_CERT, pki.cert_pem(ca_cert))
     auth = Authority(directory, ca_key, ca_cert)
     _issue_pair(auth, "hq-sign", "hq-sign", signing_only=True)
     _issue_pair(auth, "hq", "hq")
     _issue_pair(auth, "broker", broker_names[0], server_names=broker_names)
     hpke = x25519.X25519PrivateKey.generate()
-    pki.write_private(directory / "hq-hpke.key", hpke.private_bytes(
+    write_atomic(directory / "hq-hpke.key", hpke.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     _write_public(directory / "hq-hpke.pub", hpke.public_key().public_bytes(
@@ -140,5 +139,5 @@ def open_authority(directory: Path) -> Authority:
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise AuthorityError(f"{key_path}: not an EC key")
-    cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
     return Authority(directory, key, cert)

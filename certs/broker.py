@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certs.files import write_atomic
+from certs.layout import CA_CERT, CRL
+
 TOPIC_ROOT = "khidmat/v1"
 HQ_USER = "hq"
 ADMIN_USER = "broker-admin"  # HQ's CLI: may only talk to the dynamic-security control topic
@@ -230,16 +233,8 @@ class Owner:
 
 def _install(path: Path, data: bytes, mode: int, owner: Owner, group_only: bool = True) -> None:
     """Write a file atomically: root (or us) owns it, the broker's group reads it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if os.geteuid() == 0:
-        os.chown(tmp, 0 if group_only else owner.uid, owner.gid)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    ids = (0 if group_only else owner.uid, owner.gid) if os.geteuid() == 0 else None
+    write_atomic(path, data, mode, ids)
 
 
 def _directory(path: Path, mode: int, owner: Owner, own: bool = False) -> None:
@@ -257,9 +252,9 @@ def write_broker_dir(keys: Path, out: Path, owner: Owner, port: int, bind: str,
     directory: copies of the CA and broker certificates, the broker key (0640), the CRL,
     the dynamic-security file, the config, and a persistence directory it owns (0700)."""
     _directory(out, 0o750, owner)
-    paths = BrokerPaths(out / "ca.pem", out / "broker.pem", out / "broker.key", out / "crl.pem",
+    paths = BrokerPaths(out / CA_CERT, out / "broker.pem", out / "broker.key", out / CRL,
                         out / "dynamic-security.json", out / "persist")
-    for name in ("ca.pem", "broker.pem", "crl.pem"):
+    for name in (CA_CERT, "broker.pem", CRL):
         _install(out / name, (keys / name).read_bytes(), 0o644, owner)
     _install(paths.keyfile, (keys / "broker.key").read_bytes(), 0o640, owner)
     _install(paths.dynsec_file, dynsec_json(node_ids), 0o640, owner)
@@ -279,11 +274,7 @@ def _remember(keys: Path, entry: dict[str, Any]) -> None:
     dirs = {d["out"]: d for d in recorded_dirs(keys)}
     dirs[entry["out"]] = entry
     data = json.dumps({"dirs": sorted(dirs.values(), key=lambda d: d["out"])}, indent=2)
-    tmp = keys / f".{RECORD}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
-    os.replace(tmp, keys / RECORD)
+    write_atomic(keys / RECORD, data.encode())
 
 
 def recorded_dirs(keys: Path) -> list[dict[str, Any]]:
@@ -306,7 +297,7 @@ def refresh_broker_dirs(keys: Path, node_ids: Iterable[str]) -> list[dict[str, A
         if not (out / "mosquitto.conf").exists():
             continue
         owner = Owner.of(entry["run_as"])
-        _install(out / "crl.pem", (keys / "crl.pem").read_bytes(), 0o644, owner)
+        _install(out / CRL, (keys / CRL).read_bytes(), 0o644, owner)
         _install(out / "dynamic-security.json", dynsec_json(nodes), 0o640, owner)
         refreshed.append(entry)
     return refreshed

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certs.broker import ADMIN_USER, CONTROL_RESPONSE, CONTROL_TOPIC
+from certs.layout import CA_CERT
 
 REPLY_TIMEOUT_S = 10.0  # the guide promises the node is refused within this
 # Answers that mean "already as wanted": a repeated sign, a node revoked twice.
@@ -65,7 +66,7 @@ def _context(keys: Path) -> ssl.SSLContext:
         if not (keys / name).exists():
             raise BrokerUnreachable(f"{keys / name} missing; run `edge-hq broker-config` "
                                     "(it issues the broker-admin certificate)")
-    context = ssl.create_default_context(cafile=str(keys / "ca.pem"))
+    context = ssl.create_default_context(cafile=str(keys / CA_CERT))
     context.check_hostname = False
     context.load_cert_chain(str(keys / f"{ADMIN_USER}.pem"), str(keys / f"{ADMIN_USER}.key"))
     return context

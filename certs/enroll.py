@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
 from certs.broker import NODE_ID, RESERVED_IDS
+from certs.files import write_atomic
+from certs.layout import CA_CERT, NODE_CERT, NODE_HPKE_KEY, NODE_KEY
 
 BUNDLE_VERSION = 1
 REQUEST_VERSION = 1
@@ -73,18 +75,18 @@ def x25519_public_pem(key: x25519.X25519PublicKey) -> str:
 
 def make_request(sync_dir: Path, node_id: str, center_id: str) -> dict[str, Any]:
     """Create the node's keys (once) and return the enrollment request."""
-    key_path, hpke_path = sync_dir / "node.key", sync_dir / "node-hpke.key"
+    key_path, hpke_path = sync_dir / NODE_KEY, sync_dir / NODE_HPKE_KEY
     if key_path.exists():
         key = _load_ec(key_path)
     else:
         key = pki.new_key()
-        pki.write_private(key_path, pki.key_pem(key))
+        write_atomic(key_path, pki.key_pem(key))
     if hpke_path.exists():
         hpke = serialization.load_pem_private_key(hpke_path.read_bytes(), None)
         assert isinstance(hpke, x25519.X25519PrivateKey)
     else:
         hpke = x25519.X25519PrivateKey.generate()
-        pki.write_private(hpke_path, hpke.private_bytes(
+        write_atomic(hpke_path, hpke.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()))
     csr = pki.make_csr(key, node_id, center_id)
@@ -198,18 +200,18 @@ def _check_signature(bundle: dict[str, Any], cert: x509.Certificate, signature: 
 def install(sync_dir: Path, bundle: dict[str, Any], ca_fingerprint: str,
             node_id: str) -> x509.Certificate:
     """Verify and write the files the agent reads; returns the node certificate."""
-    certs = verify_bundle(bundle, _load_ec(sync_dir / "node.key"), ca_fingerprint, node_id)
+    certs = verify_bundle(bundle, _load_ec(sync_dir / NODE_KEY), ca_fingerprint, node_id)
     broker = bundle.get("broker") or {}
     if not isinstance(broker.get("host"), str) or not isinstance(broker.get("port"), int):
         raise EnrollError("bundle broker address is malformed")
     serialization.load_pem_public_key(str(bundle["hq_hpke_public"]).encode())
-    files = {"node.pem": pki.cert_pem(certs["node_cert"]),
-             "ca.pem": pki.cert_pem(certs["ca_cert"]),
+    files = {NODE_CERT: pki.cert_pem(certs["node_cert"]),
+             CA_CERT: pki.cert_pem(certs["ca_cert"]),
              "hq-sign.pem": pki.cert_pem(certs["hq_sign_cert"]),
              "hq-hpke.pub": str(bundle["hq_hpke_public"]).encode(),
              "broker.json": json.dumps(broker).encode()}
     for name, data in files.items():
-        pki.write_private(sync_dir / name, data)
+        write_atomic(sync_dir / name, data)
     return certs["node_cert"]
 
 

@@ -8,8 +8,6 @@ the node id in each envelope header and topic.
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,23 +25,6 @@ DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 def new_key() -> ec.EllipticCurvePrivateKey:
     """A fresh ECDSA P-256 key (TLS client/server and envelope signing)."""
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file atomically with mode 0600: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

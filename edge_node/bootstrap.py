@@ -12,7 +12,8 @@ from edge_node.domain import counters, staff
 from edge_node.domain.catalog import apply_catalog, load_seed
 from edge_node.errors import ValidationError
 from edge_node.ids import iso, new_node_id, utcnow
-from edge_node.node import Node, db_path, key_path, secure_data_dir
+from edge_node.node import Node, secure_data_dir
+from edge_node.paths import db_path, key_path
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import create_key_file, load_key_file
 from edge_node.store.migrations import migrate

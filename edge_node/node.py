@@ -13,9 +13,10 @@ from sqlite_utils import Database
 
 from edge_node.ids import business_date, iso, utcnow
 from edge_node.login_throttle import LoginThrottle
+from edge_node.paths import db_path, key_path
 from edge_node.session_cache import SessionCache
 from edge_node.store.checkpoint import Checkpointer
-from edge_node.store.db import DB_FILE_NAME, StoreError, open_database
+from edge_node.store.db import StoreError, open_database
 from edge_node.store.keyfile import NodeKeys, load_key_file
 from edge_node.store.migrations import migrate
 from edge_node.store.writer import Writer
@@ -23,17 +24,6 @@ from sync.changes import latest_hlc, register_clock
 from sync.hlc import Clock
 
 T = TypeVar("T")
-KEY_FILE_NAME = "node.key"
-
-
-def key_path(settings: dict[str, Any]) -> Path:
-    """Where the key file lives: the setting, or <data_dir>/node.key."""
-    return Path(settings["key_file"] or Path(settings["data_dir"]) / KEY_FILE_NAME)
-
-
-def db_path(settings: dict[str, Any]) -> Path:
-    """Path of the node database."""
-    return Path(settings["data_dir"]) / DB_FILE_NAME
 
 
 def load_keys(settings: dict[str, Any]) -> NodeKeys:

@@ -306,7 +306,7 @@ def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | N
         stamp = Timestamp.parse(record.get("hlc", ""))
     except HLCError:
         return "record HLC malformed"
-    if stamp.node_id != node_id and tbl != "citizens":
+    if stamp.node_id != node_id and not policy_for(tbl).cross_node_writable:
         return "record HLC names another node"
     return None
 
@@ -340,7 +340,8 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
     tbl, pk = record["tbl"], record["pk"]
     row = tx.execute("SELECT state, origin FROM hq_records WHERE tbl = ? AND pk = ?"
                      + tx.lock_clause(), [tbl, pk]).fetchone()
-    state, conflicts = merge(State.from_json(row[0] if row else None), policy_for(tbl),
+    pol = policy_for(tbl)
+    state, conflicts = merge(State.from_json(row[0] if row else None), pol,
                              record["op"], record["data"], record["hlc"])
     state_json, row_json = state.to_json(), _dumps(state.visible())  # once: JSON is the cost
     newest = max([record["hlc"], *state.clocks.values()])
@@ -355,7 +356,7 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
         tx.execute("INSERT INTO hq_conflicts (tbl, pk, col, clock, value_json, winner_clock) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
                    [tbl, pk, c.column, c.clock, json.dumps(c.value), c.winner_clock])
-    if tbl == "audit_log" and record["data"]:
+    if pol.hash_chained and record["data"]:
         _audit_entry(tx, node_id, record["data"])
 
 

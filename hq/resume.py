@@ -40,6 +40,7 @@ from hq import downstream
 from hq.store import HQDatabase
 from sync import envelope
 from sync.chain import GENESIS_HASH
+from sync.merge import hash_chained_tables
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,11 @@ def resume_ack_envelope(node_id: str, acked_seq: int, resume_seq: int, restore_i
 def restores_in_chain(db: HQDatabase, node_id: str) -> list[str]:
     """The node's restore entries in its audit chain at HQ, one line each (for `edge-hq chain`)."""
     lines = []
-    for (text,) in db.execute("SELECT row_json FROM hq_records WHERE tbl = 'audit_log' AND "
-                              "origin = ? AND row_json LIKE ?",
-                              [node_id, '%"node.restore"%']).fetchall():
+    chained = hash_chained_tables()
+    for (text,) in db.execute("SELECT row_json FROM hq_records WHERE tbl IN ("
+                              + ", ".join("?" * len(chained)) + ") AND origin = ? AND "
+                              "row_json LIKE ?",
+                              [*chained, node_id, '%"node.restore"%']).fetchall():
         entry = json.loads(text)
         if entry.get("action") != "node.restore":
             continue

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlcipher3
 
+from certs.files import create_new
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hq_nodes (
         node_id TEXT PRIMARY KEY, center_id TEXT NOT NULL, cert_pem TEXT NOT NULL,
@@ -176,11 +178,7 @@ def _create_store(path: Path, key_file: Path) -> None:
                          f"{oct(mode & 0o777)}); keep the HQ store in a directory of its own "
                          f"with mode 0700 (chmod 700 {directory})")
     if not key_file.exists():  # a key made ahead (e.g. from a systemd credential) is kept
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(KEY_BYTES) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        create_new(key_file, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # WAL/SHM copy it
 
 

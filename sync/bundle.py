@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from certs.files import rename_durably
 from sync import batches, envelope
 from sync.identity import NodeIdentity
 from sync.outbox_port import OutboxPort
@@ -108,8 +109,7 @@ class BundleWriter:
         self._file.close()
         os.chmod(self._tmp, 0o600)
         target = self.directory / name
-        os.replace(self._tmp, target)
-        _fsync_dir(self.directory)
+        rename_durably(self._tmp, target)
         return target
 
     def abort(self) -> None:
@@ -127,19 +127,6 @@ class BundleWriter:
         """Clean up whatever was not committed."""
         self.abort()
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (e.g. vfat on USB sticks) refuse fsync on a directory
-    finally:
-        os.close(fd)
 
 
 def write_bundle(directory: Path, name: str, envelopes: list[bytes]) -> Path:

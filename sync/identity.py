@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from certs.layout import CA_CERT, NODE_CERT, NODE_HPKE_KEY, NODE_KEY
+
 
 class IdentityError(RuntimeError):
     """A key file is missing or unreadable."""
@@ -89,21 +91,21 @@ class NodeIdentity:
     @property
     def certfile(self) -> str:
         """Path of the node certificate."""
-        return str(self.directory / "node.pem")
+        return str(self.directory / NODE_CERT)
 
     def certificate(self) -> x509.Certificate:
         """The node certificate as it is on disk now (it is renewed in place)."""
-        return load_cert(self.directory / "node.pem")
+        return load_cert(self.directory / NODE_CERT)
 
     @property
     def keyfile(self) -> str:
         """Path of the node key."""
-        return str(self.directory / "node.key")
+        return str(self.directory / NODE_KEY)
 
     @property
     def cafile(self) -> str:
         """Path of the device CA."""
-        return str(self.directory / "ca.pem")
+        return str(self.directory / CA_CERT)
 
 
 def load_node_identity(directory: Path, node_id: str) -> NodeIdentity:
@@ -116,8 +118,8 @@ def load_node_identity(directory: Path, node_id: str) -> NodeIdentity:
         host, port = str(broker["host"]), int(broker["port"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IdentityError("broker.json: needs host and port") from exc
-    return NodeIdentity(node_id, directory, load_ec_key(directory / "node.key"),
-                        load_x25519_private(directory / "node-hpke.key"),
+    return NodeIdentity(node_id, directory, load_ec_key(directory / NODE_KEY),
+                        load_x25519_private(directory / NODE_HPKE_KEY),
                         load_x25519_public(directory / "hq-hpke.pub"), hq_key, host, port)
 
 
@@ -142,7 +144,7 @@ class HQIdentity:
     @property
     def cafile(self) -> str:
         """Device CA."""
-        return str(self.directory / "ca.pem")
+        return str(self.directory / CA_CERT)
 
 
 def load_hq_identity(directory: Path) -> HQIdentity:

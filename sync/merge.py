@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 FIELD_CLOCKS = "field_hlc"
@@ -31,17 +32,30 @@ NOT_CONFLICTS = frozenset({"id", "created_at", "updated_at", FIELD_CLOCKS})
 
 @dataclass(frozen=True)
 class Policy:
-    """How one table merges."""
+    """How one table merges, and the table's other facts that HQ acts on.
+
+    `cross_node_writable`: any node may write a row, so a record's HLC may name
+    another node than its sender (citizen profiles); elsewhere that is refused.
+    `hash_chained`: rows are entries of the node's hash-chained audit log, which
+    HQ indexes to verify the chain.
+    """
 
     kind: str  # owned | field_lww | lattice
     lattice_field: str | None = None
     ranks: Mapping[str, int] = field(default_factory=dict)
+    cross_node_writable: bool = False
+    hash_chained: bool = False
 
 
-APPLICATION_RANKS = {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3}
+# The application status lattice, defined once: the domain (edge_node/domain/applications.py)
+# moves a status only up these ranks, and HQ's merge keeps the higher rank.
+APPLICATION_STATUSES = ("submitted", "in_review", "ready", "rejected", "collected")
+APPLICATION_RANKS: Mapping[str, int] = MappingProxyType(
+    {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3})
 POLICIES: dict[str, Policy] = {
-    "citizens": Policy("field_lww"),
+    "citizens": Policy("field_lww", cross_node_writable=True),
     "applications": Policy("lattice", "status", APPLICATION_RANKS),
+    "audit_log": Policy("owned", hash_chained=True),
 }
 OWNED = Policy("owned")
 # The tables a node may write (DESIGN.md "Ownership and merge"): everything else — catalog,
@@ -56,6 +70,11 @@ NODE_WRITABLE: frozenset[str] = frozenset({
 def policy_for(table: str) -> Policy:
     """The policy of `table` (node-owned unless listed)."""
     return POLICIES.get(table, OWNED)
+
+
+def hash_chained_tables() -> list[str]:
+    """The tables whose rows are hash-chained audit entries (sorted)."""
+    return sorted(name for name, pol in POLICIES.items() if pol.hash_chained)
 
 
 def node_writes(table: str) -> bool:

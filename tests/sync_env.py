@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from certs import pki
+from certs import files, pki
 from hq.ingest import register_node
 from hq.store import HQDatabase
 from sync.identity import (
@@ -37,13 +37,13 @@ class SyncEnv:
         self.hq_dir.mkdir(parents=True, exist_ok=True)
         (self.hq_dir / "ca.pem").write_bytes(pki.cert_pem(self.broker.ca_cert))
         sign = self.broker.identity("hq-sign")
-        pki.write_private(self.hq_dir / "hq-sign.key", pki.key_pem(sign.key))
+        files.write_atomic(self.hq_dir / "hq-sign.key", pki.key_pem(sign.key))
         (self.hq_dir / "hq-sign.pem").write_bytes(pki.cert_pem(sign.cert))
         tls = self.broker.identity("hq")
-        pki.write_private(self.hq_dir / "hq.key", pki.key_pem(tls.key))
+        files.write_atomic(self.hq_dir / "hq.key", pki.key_pem(tls.key))
         (self.hq_dir / "hq.pem").write_bytes(pki.cert_pem(tls.cert))
         self.hpke = x25519.X25519PrivateKey.generate()
-        pki.write_private(self.hq_dir / "hq-hpke.key", x25519_private_pem(self.hpke))
+        files.write_atomic(self.hq_dir / "hq-hpke.key", x25519_private_pem(self.hpke))
 
     @property
     def hq(self) -> HQIdentity:
@@ -54,10 +54,10 @@ class SyncEnv:
         """Write a node's sync directory and register the node at HQ."""
         directory.mkdir(parents=True, exist_ok=True)
         ident = self.broker.identity(node_id, center_id)
-        pki.write_private(directory / "node.key", pki.key_pem(ident.key))
+        files.write_atomic(directory / "node.key", pki.key_pem(ident.key))
         (directory / "node.pem").write_bytes(pki.cert_pem(ident.cert))
         node_hpke = x25519.X25519PrivateKey.generate()
-        pki.write_private(directory / "node-hpke.key", x25519_private_pem(node_hpke))
+        files.write_atomic(directory / "node-hpke.key", x25519_private_pem(node_hpke))
         (directory / "ca.pem").write_bytes(pki.cert_pem(self.broker.ca_cert))
         (directory / "hq-sign.pem").write_bytes((self.hq_dir / "hq-sign.pem").read_bytes())
         (directory / "hq-hpke.pub").write_bytes(x25519_public_pem(self.hpke.public_key()))

@@ -17,6 +17,7 @@ from edge_node.domain import applications
 from edge_node.errors import ConflictError, EdgeError
 from edge_node.ids import new_id
 from edge_node.node import Node
+from sync import merge
 from sync.hlc import Timestamp
 from tests.helpers import (
     DGIP,
@@ -90,6 +91,16 @@ def move(client: FlaskClient, headers: Headers, application_id: str, status: str
 def test_can_move(old: str, new: str, allowed: bool) -> None:
     """Only strictly upward moves; ready and rejected are one rank."""
     assert applications.can_move(old, new) is allowed
+
+
+def test_domain_lattice_is_the_merge_lattice() -> None:
+    """The node moves statuses along the very ranks HQ merges by: one definition, no copy."""
+    policy = merge.policy_for("applications")
+    assert policy.kind == "lattice" and policy.lattice_field == "status"
+    assert policy.ranks is merge.APPLICATION_RANKS
+    assert applications.STATUSES is merge.APPLICATION_STATUSES
+    assert set(applications.STATUSES) == set(policy.ranks)
+    assert all(applications.rank(s) == policy.ranks[s] for s in applications.STATUSES)
 
 
 def test_rank_refuses_unknown_status() -> None:

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from edge_node.cli.main import main
 from edge_node.domain import audit
-from edge_node.node import Node, db_path
+from edge_node.node import Node
+from edge_node.paths import db_path
 from edge_node.store.db import open_database
 from sync.changes import register_clock
 from sync.hlc import Clock

@@ -19,11 +19,10 @@ from click.testing import CliRunner
 from edge_node.bootstrap import init_node
 from edge_node.cli.main import main
 from edge_node.config import ConfigError, load_settings
-from edge_node.node import Node, db_path, load_keys
+from edge_node.node import Node, load_keys
 from edge_node.ops.backup import (
     Backup,
     BackupError,
-    backup_dir,
     check_copy,
     create_backup,
     list_backups,
@@ -33,6 +32,7 @@ from edge_node.ops.backup import (
     sha256_of,
 )
 from edge_node.ops.restore import database_in_use, restore_backup
+from edge_node.paths import backup_dir, db_path
 from edge_node.replication.port import NodeOutbox, restore_point
 from edge_node.replication.runtime import SyncLock
 from edge_node.store.db import DatabaseError

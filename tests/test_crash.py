@@ -28,7 +28,8 @@ import requests
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.domain import audit
-from edge_node.store.db import DB_FILE_NAME, integrity_check, open_database
+from edge_node.paths import DB_FILE_NAME, KEY_FILE_NAME
+from edge_node.store.db import integrity_check, open_database
 from edge_node.store.keyfile import load_key_file
 from tests.helpers import console_script, exited, health, wait_for
 
@@ -197,7 +198,7 @@ def check_store(data_dir: Path, acked: set[str], full: bool = False) -> dict[str
 
     Uses its own read-only connection, so it works with the server running or stopped.
     """
-    db = open_database(data_dir / DB_FILE_NAME, load_key_file(data_dir / "node.key"))
+    db = open_database(data_dir / DB_FILE_NAME, load_key_file(data_dir / KEY_FILE_NAME))
     try:
         db.execute("PRAGMA query_only = ON")
         assert integrity_check(db) == "ok"

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certs import pki
+from certs import files, pki
 from edge_node.cli.main import main
 from edge_node.config import SETTINGS_BY_NAME
 from edge_node.node import Node
@@ -57,7 +57,7 @@ def enroll(settings: dict[str, Any], ca_key: ec.EllipticCurvePrivateKey, ca_cert
     key = pki.new_key()
     cert = pki.issue(ca_key, ca_cert, pki.make_csr(key, "NDOCTOR"), days=days,
                      not_before=not_before)
-    pki.write_private(directory / "node.key", pki.key_pem(key))
+    files.write_atomic(directory / "node.key", pki.key_pem(key))
     (directory / "node.pem").write_bytes(pki.cert_pem(cert))
     (directory / "ca.pem").write_bytes(pki.cert_pem(trust or ca_cert))
     (directory / "broker.json").write_text(json.dumps({"host": host, "port": port}))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import pki
+from certs import files, pki
 from edge_node import __version__
 from edge_node.node import Node
 from edge_node.replication.port import NodeOutbox
@@ -30,7 +30,7 @@ def test_certificate_renews_at_two_thirds_of_life(tmp_path: Path, node: Node, hq
     monkeypatch.setattr(agent_module, "STATUS_EVERY_S", 0.5)
     broker = TLSBroker(tmp_path / "broker")
     env = SyncEnv(tmp_path, broker, hq_url)
-    pki.write_private(env.hq_dir / "ca.key", pki.key_pem(broker.ca_key))
+    files.write_atomic(env.hq_dir / "ca.key", pki.key_pem(broker.ca_key))
     sync_dir = Path(node.settings["data_dir"]) / "sync"
     identity = env.enroll(node.node_id, sync_dir)
     aging = pki.issue(broker.ca_key, broker.ca_cert,

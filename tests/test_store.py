@@ -12,7 +12,8 @@ from sqlite_utils import Database
 
 from edge_node.bootstrap import InitError, init_node
 from edge_node.config import load_settings
-from edge_node.node import Node, db_path, key_path
+from edge_node.node import Node
+from edge_node.paths import db_path, key_path
 from edge_node.store.db import StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, create_key_file, load_key_file
 from edge_node.store.migrations import MIGRATIONS, applied

@@ -44,8 +44,9 @@ from edge_node import __version__
 from edge_node.api import create_app
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
+from edge_node.paths import DB_FILE_NAME, KEY_FILE_NAME
 from edge_node.replication.port import ACKED_KEY, NodeOutbox
-from edge_node.store.db import DB_FILE_NAME, open_database
+from edge_node.store.db import open_database
 from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
 from hq.store import HQDatabase
@@ -368,7 +369,7 @@ def issue_now(app: Flask, token: str, count: int) -> list[str]:
 @contextmanager
 def node_db(data_dir: Path) -> Iterator[Database]:
     """A read-only connection to a node's database (works with its server running or not)."""
-    db = open_database(data_dir / DB_FILE_NAME, load_key_file(data_dir / "node.key"))
+    db = open_database(data_dir / DB_FILE_NAME, load_key_file(data_dir / KEY_FILE_NAME))
     try:
         db.execute("PRAGMA query_only = ON")
         yield db

@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certs import pki
+from certs import files, pki
 from certs.broker import BrokerPaths, dynsec_config, mosquitto_conf, node_role
 from tests.helpers import exited, wait_for
 
@@ -88,7 +88,7 @@ class TLSBroker:
                                  self.root / "crl.pem", self.root / "dynamic-security.json",
                                  self.root / "persist")
         self.paths.certfile.write_bytes(pki.cert_pem(server))
-        pki.write_private(self.paths.keyfile, pki.key_pem(server_key))
+        files.write_atomic(self.paths.keyfile, pki.key_pem(server_key))
         self.nodes: set[str] = set()
         self.control = self.identity("test-control")
         assert self.paths.persistence_dir is not None
@@ -122,7 +122,7 @@ class TLSBroker:
         cert = pki.issue(self.ca_key, self.ca_cert, pki.make_csr(key, name, org))
         certfile, keyfile = self.root / f"{name}.pem", self.root / f"{name}.key"
         certfile.write_bytes(pki.cert_pem(cert))
-        pki.write_private(keyfile, pki.key_pem(key))
+        files.write_atomic(keyfile, pki.key_pem(key))
         if name not in ("hq", "hq-sign", "test-control", "wiretap") and name not in self.nodes:
             self.nodes.add(name)
             if self.process is not None:

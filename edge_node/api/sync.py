@@ -9,8 +9,8 @@ from flask import Blueprint, current_app
 from edge_node.api.routing import api_route, node
 from edge_node.api.shapes import BOOL, INT, NUM, STR, nullable, obj
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
+from edge_node.paths import is_enrolled
 from edge_node.replication.port import NodeOutbox
-from edge_node.replication.runtime import is_enrolled
 
 bp = Blueprint("sync", __name__, url_prefix="/api")
 

@@ -7,6 +7,11 @@ from pathlib import Path
 import click
 
 from edge_node.cli.common import settings_of, user_errors
+from edge_node.node import load_keys
+from edge_node.ops.backup import create_backup, rotate
+from edge_node.ops.restore import record_restore, restore_backup
+from edge_node.paths import backup_dir, db_path, key_path
+from edge_node.store.db import StoreError
 from edge_node.store.keyfile import KeyFileError
 
 
@@ -26,10 +31,6 @@ def backup(ctx: click.Context, out_dir: str | None) -> None:
 
     Example: edge-node backup --out /media/usb
     """
-    from edge_node.node import db_path, key_path, load_keys
-    from edge_node.ops.backup import backup_dir, create_backup, rotate
-    from edge_node.store.db import StoreError
-
     settings = settings_of(ctx)
     with user_errors():
         keys = load_keys(settings)
@@ -66,9 +67,6 @@ def restore(ctx: click.Context, file: str, force: bool) -> None:
 
     Example: edge-node restore /var/lib/edge-node/backups/node-20250301T023000.000Z-4711.db
     """
-    from edge_node.node import load_keys
-    from edge_node.ops.restore import record_restore, restore_backup
-
     settings = settings_of(ctx)
     path = Path(file)
     if not path.is_file():

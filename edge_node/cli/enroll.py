@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from certs.enroll import EnrollError, install, make_request, read_json, request_digest
-from certs.pki import write_private
+from certs.files import write_atomic
+from certs.layout import NODE_CERT, NODE_KEY
 from edge_node.cli.common import opened_node
-from edge_node.replication.runtime import sync_dir
+from edge_node.node import Node
+from edge_node.paths import exported_through, sync_dir
 
 
 @click.group()
@@ -35,7 +37,7 @@ def enroll_request(ctx: click.Context, out: str | None) -> None:
         directory.chmod(0o700)
         request = make_request(directory, node.node_id, node.center_id)
     target = Path(out or f"enroll-{request['node_id']}.json")
-    write_private(target, json.dumps(request, indent=2).encode())
+    write_atomic(target, json.dumps(request, indent=2).encode())
     click.echo(f"request for node {request['node_id']} written to {target}")
     click.echo(f"request digest (read it to HQ to confirm): {request_digest(request)}")
 
@@ -53,7 +55,7 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
-        if not (directory / "node.key").exists():
+        if not (directory / NODE_KEY).exists():
             raise click.ClickException("no node key: run `edge-node enroll request` first")
         try:
             cert = install(directory, read_json(Path(bundle), "enrollment bundle"),
@@ -64,24 +66,16 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
                f"{cert.not_valid_after_utc:%Y-%m-%d}")
 
 
-def _refuse_if_unsynced(node: object, directory: Path) -> None:
+def _refuse_if_unsynced(node: Node, directory: Path) -> None:
     """Re-enrolling a node with unsynced records would strand them: refuse unless exported."""
     from edge_node.replication.port import NodeOutbox
 
-    if not (directory / "node.pem").exists():
+    if not (directory / NODE_CERT).exists():
         return
-    stats = NodeOutbox(node).stats()  # type: ignore[arg-type]
-    exported = _exported_through(Path(node.settings["data_dir"]))  # type: ignore[attr-defined]
+    stats = NodeOutbox(node).stats()
+    exported = exported_through(Path(node.settings["data_dir"]))
     if stats["count"] and (stats["last_seq"] or 0) > exported:
         raise click.ClickException(
             f"this node holds {stats['count']} unsynced records; sync them "
             "(`edge-node sync push`) or export them (`edge-node sync export`) first")
 
-
-def _exported_through(data_dir: Path) -> int:
-    """Highest outbox seq written to an export bundle (0 when none)."""
-    marker = data_dir / "exported_seq"
-    try:
-        return int(marker.read_text().strip())
-    except (OSError, ValueError):
-        return 0

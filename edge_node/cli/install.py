@@ -22,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from certs.files import write_atomic
+
 TEMPLATE_BIN_DIR = "/opt/khidmat-edge/.venv/bin"
 UNIT_DIR = "etc/systemd/system"
 CREDSTORE_DIR = "etc/credstore.encrypted"
@@ -60,7 +62,7 @@ class Step:
 
 def source_dir() -> Path:
     """The repository's systemd/ directory next to this package."""
-    return Path(__file__).resolve().parent.parent / "systemd"
+    return Path(__file__).resolve().parents[2] / "systemd"
 
 
 def default_bin_dir() -> Path:
@@ -157,10 +159,7 @@ def _write_unit(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.copy2(target, target.with_name(target.name + ".bak"))
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, UNIT_MODE)
-    os.replace(tmp, target)
+    write_atomic(target, text.encode("utf-8"), mode=UNIT_MODE)
 
 
 def _dir_is(path: Path, ids: tuple[int, int]) -> bool:

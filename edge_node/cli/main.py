@@ -143,8 +143,8 @@ def sync_status(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-node sync status
     """
+    from edge_node.paths import is_enrolled
     from edge_node.replication.port import NodeOutbox
-    from edge_node.replication.runtime import is_enrolled
 
     with opened_node(ctx) as node:
         summary = {**NodeOutbox(node).summary(), "enrolled": is_enrolled(node.settings)}
@@ -172,8 +172,9 @@ def sync_push(ctx: click.Context, timeout: float) -> None:
 
     Example: edge-node sync push --timeout 300
     """
+    from edge_node.paths import is_enrolled
     from edge_node.replication.port import NodeOutbox
-    from edge_node.replication.runtime import SyncLock, is_enrolled, start_agent
+    from edge_node.replication.runtime import SyncLock, start_agent
 
     with opened_node(ctx) as node:
         if not is_enrolled(node.settings):
@@ -214,7 +215,7 @@ def _watch_backlog(port: Any, timeout: float) -> bool:
 
 def _node_identity(node: Node) -> NodeIdentity:
     """The node's sync keys, or a one-line error when it is not enrolled."""
-    from edge_node.replication.runtime import is_enrolled, sync_dir
+    from edge_node.paths import is_enrolled, sync_dir
     from sync.identity import IdentityError, load_node_identity
 
     if not is_enrolled(node.settings):

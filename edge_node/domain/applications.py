@@ -22,9 +22,9 @@ from edge_node.domain.roles import SUPERVISORS
 from edge_node.domain.visits import get_ticket
 from edge_node.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from edge_node.ids import new_id
+from sync.merge import APPLICATION_RANKS, APPLICATION_STATUSES
 
-STATUSES = ("submitted", "in_review", "ready", "rejected", "collected")
-_RANK = {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3}
+STATUSES = APPLICATION_STATUSES  # the lattice is the merge policy's (sync/merge.py)
 HANDOVER = ("ready", "collected")  # the one move an operator (not only a supervisor) makes
 REFERENCE_KIND = "application"
 LIST_LIMIT = 200
@@ -32,9 +32,9 @@ LIST_LIMIT = 200
 
 def rank(status: str) -> int:
     """Height of a status in the lattice; ValidationError for an unknown status."""
-    if status not in _RANK:
+    if status not in APPLICATION_RANKS:
         raise ValidationError(f"status: must be one of {', '.join(STATUSES)}")
-    return _RANK[status]
+    return APPLICATION_RANKS[status]
 
 
 def can_move(old: str, new: str) -> bool:

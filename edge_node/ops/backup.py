@@ -27,16 +27,15 @@ from typing import Any
 
 import sqlcipher3
 
-from certs.pki import write_private
+from certs.files import rename_durably, write_atomic
 from edge_node.config import ConfigError
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
-from edge_node.node import db_path
+from edge_node.paths import backup_dir, db_path
 from edge_node.store.db import DatabaseError, connect
 from edge_node.store.keyfile import NodeKeys
 
 log = logging.getLogger(__name__)
-BACKUP_DIR_NAME = "backups"
 PREFIX, SUFFIX = "node-", ".db"
 MANIFEST_VERSION = 1
 STAMP_FORMAT = "%Y%m%dT%H%M%S"
@@ -53,11 +52,6 @@ class Backup:
 
     path: Path
     manifest: dict[str, Any]
-
-
-def backup_dir(settings: dict[str, Any]) -> Path:
-    """The directory of scheduled backups: the setting, or <data_dir>/backups."""
-    return Path(settings["backup_dir"] or Path(settings["data_dir"]) / BACKUP_DIR_NAME)
 
 
 def db_keys(settings: dict[str, Any], keys: NodeKeys) -> NodeKeys | None:
@@ -126,17 +120,12 @@ def sha256_of(path: Path) -> str:
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file or directory to disk."""
+    """Flush a file to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file (0600), fsync, rename, fsync the directory (the PKI's writer)."""
-    write_private(path, data)
 
 
 def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None = None,
@@ -156,8 +145,7 @@ def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None
                     "size": tmp.stat().st_size, "sha256": sha256_of(tmp),
                     "key": "not included: restore needs this node's key file"}
         write_atomic(manifest_path(path), json.dumps(manifest, indent=2).encode())
-        os.replace(tmp, path)
-        fsync_path(target_dir)
+        rename_durably(tmp, path)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
             leftover.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge_node.ids import iso, utcnow
-from edge_node.node import db_path
+from edge_node.paths import db_path
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 EXIT_CODES = {PASS: 0, SKIP: 0, WARN: 1, FAIL: 2}

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certs.hostnames import server_names
+from certs.layout import CA_CERT, CRL, NODE_CERT, NODE_KEY
 from edge_node.ops.checkup import (
     CERT_RENEW_FRACTION,
     CRL_WARN_LEFT_S,
@@ -26,7 +27,7 @@ from edge_node.ops.checkup import (
     Result,
     span,
 )
-from edge_node.replication.runtime import is_enrolled, sync_dir
+from edge_node.paths import is_enrolled, sync_dir
 
 
 # -- enrollment: certificate, CRL, broker -------------------------------------------------
@@ -50,16 +51,16 @@ def check_certificate(doc: Doctor) -> Result:
     directory = sync_dir(doc.settings)
     reenroll = "re-enroll with this fleet's HQ: " + ENROLL_FIX.split(": ", 1)[1]
     try:
-        cert, ca = _load_cert(directory / "node.pem"), _load_cert(directory / "ca.pem")
+        cert, ca = _load_cert(directory / NODE_CERT), _load_cert(directory / CA_CERT)
     except (OSError, ValueError) as exc:
         return Result(name, FAIL, f"unreadable certificate in {directory} ({exc})", reenroll)
     try:
         cert.verify_directly_issued_by(ca)
     except Exception:  # InvalidSignature, ValueError, TypeError
         return Result(name, FAIL, f"node certificate was not issued by the CA in "
-                      f"{directory / 'ca.pem'} (issuer {cert.issuer.rfc4514_string()})",
+                      f"{directory / CA_CERT} (issuer {cert.issuer.rfc4514_string()})",
                       reenroll)
-    if not _carries_node_key(cert, directory / "node.key"):
+    if not _carries_node_key(cert, directory / NODE_KEY):
         return Result(name, FAIL, "node certificate does not carry this node's key (node.key)",
                       reenroll)
     return _validity(name, cert, doc.now(), ca)
@@ -104,13 +105,13 @@ def check_crl(doc: Doctor) -> Result:
     if (missing := _not_enrolled(doc, name)) is not None:
         return missing
     directory = sync_dir(doc.settings)
-    path = directory / "crl.pem"
+    path = directory / CRL
     if not path.exists():
         return Result(name, SKIP, "no CRL on this node (the broker enforces revocation)")
     fix = f"get a fresh CRL from HQ (its CA directory's crl.pem) and copy it to {path}"
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
-        ca, cert = _load_cert(directory / "ca.pem"), _load_cert(directory / "node.pem")
+        ca, cert = _load_cert(directory / CA_CERT), _load_cert(directory / NODE_CERT)
     except (OSError, ValueError) as exc:
         return Result(name, FAIL, f"unreadable CRL or certificate ({exc})", fix)
     public = ca.public_key()
@@ -144,11 +145,11 @@ def check_broker(doc: Doctor) -> Result:
         return Result(name, FAIL, f"{directory / 'broker.json'} is missing or malformed",
                       "re-enroll: " + ENROLL_FIX.split(": ", 1)[1])
     try:
-        context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
-        context.load_cert_chain(str(directory / "node.pem"), str(directory / "node.key"))
+        context = ssl.create_default_context(cafile=str(directory / CA_CERT))
+        context.load_cert_chain(str(directory / NODE_CERT), str(directory / NODE_KEY))
     except (OSError, ssl.SSLError) as exc:
         return Result(name, FAIL, f"cannot load the node's TLS files ({exc})", "see certificate")
-    chain = (str(directory / "node.pem"), str(directory / "node.key"))
+    chain = (str(directory / NODE_CERT), str(directory / NODE_KEY))
     return _handshake(host, port, context, doc.limits.broker_timeout_s, chain)
 
 

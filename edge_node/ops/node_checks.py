@@ -7,12 +7,12 @@ import datetime as dt
 import pwd
 import shutil
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from sqlite_utils import Database
 
 from edge_node.ids import parse_iso
-from edge_node.node import Node, db_path, key_path
+from edge_node.node import Node
 from edge_node.ops.checkup import (
     CLOCK_BEHIND_TOLERANCE_S,
     CLOCK_SKEW_FAIL_S,
@@ -31,7 +31,7 @@ from edge_node.ops.checkup import (
     Result,
     span,
 )
-from edge_node.replication.runtime import is_enrolled
+from edge_node.paths import backup_dir, db_path, is_enrolled, key_path
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
 from sync.hlc import HLCError, Timestamp
@@ -133,7 +133,7 @@ def check_disk(doc: Doctor) -> Result:
     fraction = usage.free / usage.total if usage.total else 0.0
     finding = (f"{usage.free / MIB:,.0f} MiB free of {usage.total / MIB:,.0f} MiB "
                f"({fraction:.0%}) on {data_dir}")
-    fix = (f"free space: remove old files in {_backup_dir(doc.settings)} (copy them off "
+    fix = (f"free space: remove old files in {backup_dir(doc.settings)} (copy them off "
            "first), `journalctl --vacuum-size=100M`, `apt-get clean`; or a bigger disk")
     if usage.free < limits.disk_fail_bytes:
         return Result("disk", FAIL, finding + ": writes will fail soon", fix)
@@ -220,14 +220,9 @@ def check_backlog(doc: Doctor) -> Result:
     return Result("backlog", PASS, finding)
 
 
-def _backup_dir(settings: dict[str, Any]) -> Path:
-    """Where backups are kept: the backup_dir setting if there is one, else <data_dir>/backups."""
-    return Path(settings.get("backup_dir") or Path(settings["data_dir"]) / "backups")
-
-
 def check_backup(doc: Doctor) -> Result:
     """Age of the newest backup file."""
-    directory = _backup_dir(doc.settings)
+    directory = backup_dir(doc.settings)
     fix = "`edge-node backup` now, and `systemctl enable --now edge-node-backup.timer`"
     files = [p for p in directory.glob("*") if p.is_file() and not p.name.startswith(".")
              and not p.name.endswith((".tmp", ".json"))] if directory.is_dir() else []

@@ -26,9 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from certs.files import rename_durably
+from certs.layout import NODE_CERT
 from edge_node.domain import audit, epoch
 from edge_node.ids import business_date, utcnow
-from edge_node.node import db_path
 from edge_node.ops.backup import (
     BackupError,
     check_copy,
@@ -36,16 +37,15 @@ from edge_node.ops.backup import (
     fsync_path,
     read_manifest,
     sha256_of,
-    write_atomic,
 )
-from edge_node.ops.retire import EXPORTED_MARKER, exported_through
+from edge_node.paths import db_path, exported_through, is_enrolled, sync_dir, write_exported
 from edge_node.replication.port import (
     ACKED_KEY,
     restore_audit_seq,
     restore_point,
     set_restore_point,
 )
-from edge_node.replication.runtime import SyncLock, is_enrolled, sync_dir
+from edge_node.replication.runtime import SyncLock
 from edge_node.store.db import DatabaseError, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys
 
@@ -171,7 +171,7 @@ def _enrolled_node_id(settings: dict[str, Any]) -> str | None:
     from sync.identity import load_cert
 
     try:
-        cert = load_cert(sync_dir(settings) / "node.pem")
+        cert = load_cert(sync_dir(settings) / NODE_CERT)
     except (OSError, ValueError):
         return None
     from cryptography import x509
@@ -186,7 +186,7 @@ def _stage(settings: dict[str, Any], keys: NodeKeys, file: Path, manifest: dict[
 
     `restore_day_epoch`: today's business day and the replaced database's epoch.
     """
-    staged = Path(settings["data_dir"]) / "node.db.restoring"
+    staged = db_path(settings).with_name(f"{db_path(settings).name}.restoring")
     for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm")):
         leftover.unlink(missing_ok=True)
     try:
@@ -258,9 +258,8 @@ def _swap(settings: dict[str, Any], keys: NodeKeys, staged: Path, moment: dateti
         for suffix in ("-wal", "-shm"):  # an old WAL must never be replayed into the copy
             side = Path(f"{path}{suffix}")
             if side.exists():
-                os.replace(side, Path(f"{kept}{suffix}"))
-    os.replace(staged, path)
-    fsync_path(path.parent)
+                rename_durably(side, Path(f"{kept}{suffix}"))
+    rename_durably(staged, path)
     return kept
 
 
@@ -291,7 +290,7 @@ def _restored_seq(settings: dict[str, Any], keys: NodeKeys) -> int:
 def _cap_exported_marker(data_dir: Path, restored_seq: int) -> None:
     """Exports above the restore point were of records this database no longer has."""
     if exported_through(data_dir) > restored_seq:
-        write_atomic(data_dir / EXPORTED_MARKER, f"{restored_seq}\n".encode())
+        write_exported(data_dir, restored_seq)
 
 
 def record_restore(settings: dict[str, Any], file: Path, restored: Restored) -> None:

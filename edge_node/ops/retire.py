@@ -16,28 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_node.node import db_path, key_path
-from edge_node.ops.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
+from certs.files import fsync_dir
+from edge_node.ops.backup import db_keys, list_backups, manifest_path
+from edge_node.paths import (
+    backup_dir,
+    db_path,
+    exported_marker,
+    exported_through,
+    key_path,
+    lock_path,
+    sync_dir,
+)
 from edge_node.replication.port import ACKED_KEY
-from edge_node.replication.runtime import LOCK_NAME, sync_dir
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import NodeKeys
-
-EXPORTED_MARKER = "exported_seq"
-
-
-def exported_through(data_dir: Path) -> int:
-    """Highest outbox seq written to an export bundle (0 when none)."""
-    try:
-        return int((data_dir / EXPORTED_MARKER).read_text().strip())
-    except (OSError, ValueError):
-        return 0
-
-
-def note_exported(data_dir: Path, last_seq: int | None) -> None:
-    """Remember that records up to `last_seq` are in a bundle (the marker never goes back)."""
-    if last_seq is not None and last_seq > exported_through(data_dir):
-        write_atomic(data_dir / EXPORTED_MARKER, f"{last_seq}\n".encode())
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
     for path in [database, Path(f"{database}-wal"), Path(f"{database}-shm"),
                  *data_dir.glob(f"{database.name}.before-restore-*"),
                  *data_dir.glob(f"{database.name}.restoring*"),
-                 data_dir / EXPORTED_MARKER, data_dir / LOCK_NAME]:
+                 exported_marker(data_dir), lock_path(settings)]:
         if path.is_file():
             path.unlink()
             removed.append(path)
@@ -98,7 +90,8 @@ def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
             backup.path.unlink(missing_ok=True)
             manifest_path(backup.path).unlink(missing_ok=True)
             removed.append(backup.path)
-    _fsync_dir(data_dir)
+    if data_dir.is_dir():
+        fsync_dir(data_dir)  # the unlinks, durably
     return removed
 
 
@@ -117,12 +110,3 @@ def shred(path: Path) -> None:
         os.fsync(handle.fileno())
     path.unlink()
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the unlinks durable."""
-    if directory.is_dir():
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -12,21 +12,26 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cryptography import x509
 from sqlite_utils import Database
 
+from certs.files import write_atomic
+from certs.layout import CA_CERT, NODE_CERT, NODE_KEY
+from certs.pki import cert_pem, common_name, verify_issued_by
 from edge_node.domain import audit, epoch
 from edge_node.domain.applications import rank
 from edge_node.domain.catalog import apply_catalog, check_catalog
 from edge_node.errors import EdgeError
 from edge_node.ids import parse_iso
 from edge_node.node import Node
+from edge_node.paths import is_enrolled, note_exported, sync_dir
 from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
+from sync.bundle import BundleError, ExportReport, export_outbox
 from sync.changes import iter_changes
-
-if TYPE_CHECKING:
-    from sync.bundle import ExportReport
+from sync.hlc import HLCError, Timestamp
+from sync.identity import load_cert, load_ec_key, load_node_identity
 
 log = logging.getLogger(__name__)
 ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
@@ -193,8 +198,6 @@ class NodeOutbox:
 
     def record_hq_clock(self, hq_hlc: str) -> None:
         """Store '<HQ HLC> <local receive time>' for `edge-node doctor` (at most once a minute)."""
-        from sync.hlc import HLCError, Timestamp
-
         try:
             Timestamp.parse(hq_hlc)
         except HLCError:
@@ -229,11 +232,6 @@ def export_bundle(node: Node, directory: Path,
     sync.bundle.BundleError (not enrolled, bad target, limits),
     sync.identity.IdentityError (unusable keys) or OSError.
     """
-    from edge_node.ops.retire import note_exported
-    from edge_node.replication.runtime import is_enrolled, sync_dir
-    from sync.bundle import BundleError, export_outbox
-    from sync.identity import load_node_identity
-
     if not is_enrolled(node.settings):
         raise BundleError("not_enrolled", "node is not enrolled: run `edge-node enroll` first")
     identity = load_node_identity(sync_dir(node.settings), node.node_id)
@@ -399,21 +397,15 @@ def _revocation(db: Database, payload: Any, node: Node) -> None:
 
 def _certificate(db: Database, payload: Any, node: Node) -> None:
     """A renewed certificate: same key, same CA, this node; replaces node.pem atomically."""
-    from cryptography import x509
-
-    from certs.pki import cert_pem, common_name, verify_issued_by, write_private
-    from edge_node.replication.runtime import sync_dir
-    from sync.identity import load_cert, load_ec_key
-
     directory = sync_dir(node.settings)
     cert = x509.load_pem_x509_certificate(str(payload["cert"]).encode())
-    verify_issued_by(cert, load_cert(directory / "ca.pem"))
-    own = load_ec_key(directory / "node.key").public_key().public_numbers()
+    verify_issued_by(cert, load_cert(directory / CA_CERT))
+    own = load_ec_key(directory / NODE_KEY).public_key().public_numbers()
     key = cert.public_key()
     if common_name(cert) != node.node_id or getattr(key, "public_numbers", None) is None \
             or key.public_numbers() != own:  # type: ignore[union-attr]
         raise ValueError("renewed certificate is not for this node's key")
-    write_private(directory / "node.pem", cert_pem(cert))
+    write_atomic(directory / NODE_CERT, cert_pem(cert))
     audit.append(db, None, "node.certificate_renewed", "node", node.node_id, node.timestamp(),
                  {"not_after": cert.not_valid_after_utc.isoformat()})
 

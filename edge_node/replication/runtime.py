@@ -5,35 +5,23 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from edge_node import __version__
 from edge_node.node import Node
+from edge_node.paths import is_enrolled, lock_path, sync_dir
 from edge_node.replication.port import NodeOutbox
 from sync.agent import Agent
 from sync.identity import IdentityError, load_node_identity
 
 log = logging.getLogger(__name__)
-LOCK_NAME = "sync.lock"
-
-
-def sync_dir(settings: dict[str, Any]) -> Path:
-    """The node's sync directory."""
-    return Path(settings["sync_dir"] or Path(settings["data_dir"]) / "sync")
-
-
-def is_enrolled(settings: dict[str, Any]) -> bool:
-    """True when the sync directory holds a node certificate."""
-    return (sync_dir(settings) / "node.pem").exists()
-
 
 class SyncLock:
     """One agent per node: two MQTT clients with the same id would evict each other."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         """Lock file inside the data directory."""
-        self.path = Path(settings["data_dir"]) / LOCK_NAME
+        self.path = lock_path(settings)
         self._handle: IO[str] | None = None
 
     def acquire(self) -> bool:

@@ -12,7 +12,6 @@ from sqlite_utils import Database
 from edge_node.store.keyfile import NodeKeys
 
 BUSY_TIMEOUT_MS = 10_000
-DB_FILE_NAME = "node.db"
 
 DatabaseError = (sqlite3.DatabaseError, sqlcipher3.DatabaseError)
 

@@ -8,11 +8,12 @@ The file is JSON with hex keys, created once by `edge-node init` with mode
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from certs.files import create_new
 
 KEY_BYTES = 32
 KEY_NAMES = ("db_key", "pii_key", "index_key")
@@ -39,15 +40,10 @@ def create_key_file(path: Path) -> NodeKeys:
     """Create a new key file with mode 0600; refuse to overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = {name: secrets.token_hex(KEY_BYTES) for name in KEY_NAMES}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        fd = os.open(path, flags, 0o600)
+        create_new(path, json.dumps({"version": 1, **keys}).encode("utf-8"))
     except FileExistsError as exc:
         raise KeyFileError(f"{path}: key file exists already; refusing to overwrite") from exc
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"version": 1, **keys}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     return load_key_file(path)
 
 

@@ -22,8 +22,8 @@ from certs.broker import (
 )
 from certs.broker_control import AdminEndpoint, BrokerUnreachable, send
 from certs.enroll import EnrollError, fingerprint, read_json
+from certs.files import write_atomic
 from certs.hostnames import names_host, server_names
-from certs.pki import write_private
 from hq.cli.common import open_store
 
 DEFAULT_KEYS = "./var-hq/keys"
@@ -88,7 +88,7 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
     except (EnrollError, AuthorityError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     target = Path(out or Path(request).with_name(f"enroll-{bundle['node_id']}.bundle.json"))
-    write_private(target, json.dumps(bundle, indent=2).encode())
+    write_atomic(target, json.dumps(bundle, indent=2).encode())
     click.echo(f"node {bundle['node_id']} of {center_id} enrolled; bundle: {target}")
     _refresh_brokers(Path(keys_dir), ctx.obj["db"], add_node_commands(bundle["node_id"]),
                      "lets the node in now", must_apply=False)

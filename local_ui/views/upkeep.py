@@ -17,8 +17,8 @@ from werkzeug.wrappers import Response
 from edge_node import __version__
 from edge_node.config import SETTINGS
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
+from edge_node.paths import is_enrolled
 from edge_node.replication.port import NodeOutbox
-from edge_node.replication.runtime import is_enrolled
 from local_ui import live
 from local_ui.security import node, screen
 from local_ui.web import back, render
