@@ -17,11 +17,13 @@ from werkzeug.wrappers import Response
 from edge_node import __version__
 from edge_node.config import SETTINGS
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
-from edge_node.replication.port import NodeOutbox
-from edge_node.replication.runtime import is_enrolled
+from edge_node.replication.port import export_bundle
+from edge_node.replication.status import sync_status
 from local_ui import live
 from local_ui.security import node, screen
 from local_ui.web import back, render
+from sync.bundle import BundleError
+from sync.identity import IdentityError
 
 bp = Blueprint("upkeep", __name__)
 SYNC_READERS = SUPERVISORS | TECHNICIANS
@@ -30,16 +32,10 @@ DOCTOR_STATUSES = ("PASS", "WARN", "FAIL", "SKIP")
 
 
 def sync_data() -> dict[str, Any]:
-    """The outbox summary with live agent figures when the agent runs in this process."""
-    n = node()
-    summary = NodeOutbox(n).summary()
-    agent = current_app.extensions.get("edge_agent")
-    live_status = agent.status() if agent is not None else {}
-    last, acked = summary["last_seq"] or 0, summary["acked_seq"]
-    return {**summary, "link": live_status.get("link", summary["link"]),
-            "in_flight_batches": live_status.get("in_flight_batches", 0),
-            "agent_running": agent is not None, "enrolled": is_enrolled(n.settings),
-            "progress_max": max(last, acked, 1), "progress_value": acked}
+    """The node's sync status (live agent figures when it runs here) and the progress bar."""
+    status = sync_status(node(), current_app.extensions.get("edge_agent"))
+    return {**status.as_dict(), "progress_value": status.acked_seq,
+            "progress_max": max(status.last_seq or 0, status.acked_seq, 1)}
 
 
 @bp.get("/sync")
@@ -60,22 +56,16 @@ def sync_live() -> Response:
 @screen(SYNC_READERS)
 def export() -> Any:
     """Everything HQ has not acknowledged as one bundle file, downloaded for the USB stick."""
-    from edge_node.replication.port import export_bundle
-    from sync.bundle import BundleError
-    from sync.identity import IdentityError
-
-    n = node()
-    if not is_enrolled(n.settings):
-        flash(gettext("This node is not enrolled with HQ yet, so it cannot sign a bundle."),
-              "error")
-        return back("upkeep.sync")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            report = export_bundle(n, Path(tmp))
+            report = export_bundle(node(), Path(tmp))
             data = report.path.read_bytes()
             name = report.path.name
     except (BundleError, IdentityError, ValueError, OSError) as exc:
-        flash(gettext("Export failed: %(reason)s", reason=type(exc).__name__), "error")
+        unenrolled = isinstance(exc, BundleError) and exc.reason == "not_enrolled"
+        flash(gettext("This node is not enrolled with HQ yet, so it cannot sign a bundle.")
+              if unenrolled else gettext("Export failed: %(reason)s",
+                                         reason=type(exc).__name__), "error")
         return back("upkeep.sync")
     return send_file(io.BytesIO(data), mimetype="application/octet-stream",
                      as_attachment=True, download_name=name)
