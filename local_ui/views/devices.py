@@ -14,11 +14,11 @@ from flask_babel import gettext
 from sqlite_utils import Database
 from werkzeug.wrappers import Response
 
-from edge_node.domain import counters, feedback, queue
+from edge_node.domain import counters, feedback, queue, tickets
 from edge_node.domain.citizens import western_digits
 from edge_node.domain.roles import BOARD, FEEDBACK
 from local_ui import live
-from local_ui.lookups import local_time
+from local_ui.lookups import local_time, minutes_since
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, render
 
@@ -69,16 +69,10 @@ def _pending(db: Database, counter: dict[str, Any] | None) -> dict[str, Any] | N
     """The latest ticket served at this counter in the last minutes and not yet rated."""
     if counter is None:
         return None
-    rows = list(db.query(
-        "SELECT t.id, t.number, ts.completed_at FROM ticket_services ts "
-        "JOIN tickets t ON t.id = ts.ticket_id WHERE ts.counter_id = ? AND ts.status = 'done' "
-        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.ticket_id = t.id) "
-        "ORDER BY ts.completed_at DESC LIMIT 1", [counter["id"]]))
-    if rows and rows[0]["completed_at"]:
-        from local_ui.lookups import minutes_since
-
-        if minutes_since(rows[0]["completed_at"]) <= RATE_WINDOW_MIN:
-            return rows[0]
+    latest = feedback.latest_unrated(db, counter["id"])
+    if latest and latest["completed_at"] and \
+            minutes_since(latest["completed_at"]) <= RATE_WINDOW_MIN:
+        return latest
     return None
 
 
@@ -104,11 +98,7 @@ def normalise_number(raw: str) -> str | None:
 
 def _ticket_id(db: Database, number: str | None) -> str | None:
     """Today's ticket with that number."""
-    if number is None:
-        return None
-    row = db.execute("SELECT id FROM tickets WHERE number = ? AND business_date = ?",
-                     [number, node().today()]).fetchone()
-    return str(row[0]) if row else None
+    return None if number is None else tickets.ticket_id_by_number(db, number, node().today())
 
 
 @bp.post("/kiosk/rate")

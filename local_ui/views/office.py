@@ -13,9 +13,12 @@ from werkzeug.wrappers import Response
 
 from edge_node.api.applications import REFERENCE
 from edge_node.domain import applications, citizens, volunteer_shifts, volunteers
+from edge_node.domain.catalog import services_by_code
 from edge_node.domain.roles import AUDITORS, OPERATORS, RECEPTION, SUPERVISORS
+from edge_node.domain.tickets import ticket_services, visit_citizen_id
+from edge_node.domain.visits import get_ticket
 from edge_node.errors import NotFoundError, ValidationError
-from local_ui.lookups import catalog, local_time, services_named, ticket_services
+from local_ui.lookups import catalog, local_time
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, back, render
 
@@ -45,7 +48,7 @@ def applications_list() -> Response:
         row["created"] = local_time(row["created_at"], "%Y-%m-%d %H:%M")
     role = (current_staff() or {}).get("role")
     return render("applications.html", rows=rows, status=status, reference=reference,
-                  statuses=applications.STATUSES, services=services_named(db),
+                  statuses=applications.STATUSES, services=services_by_code(db),
                   can_hand_over=role in OPERATORS, can_decide=role in SUPERVISORS)
 
 
@@ -55,18 +58,17 @@ def application_form() -> Response:
     """Open an application for a ticket's service: references and documents seen."""
     db = node().reader()
     ticket_id = request.args.get("ticket", "")
-    ticket = db.execute("SELECT id, number FROM tickets WHERE id = ?", [ticket_id]).fetchone()
-    if ticket is None:
+    try:
+        ticket = get_ticket(db, ticket_id)
+    except NotFoundError:
         abort(404)
     services = ticket_services(db, ticket_id)
     codes = [s["service_code"] for s in services]
     chosen = request.args.get("service") if request.args.get("service") in codes else codes[0]
     data = catalog(db)
     service = data["services_by_code"].get(chosen) or {"documents": []}
-    visit = db.execute("SELECT v.citizen_id FROM visits v JOIN tickets t ON t.visit_id = v.id "
-                       "WHERE t.id = ?", [ticket_id]).fetchone()
-    return render("application_new.html", ticket={"id": ticket[0], "number": ticket[1]},
-                  needs_citizen=not (visit and visit[0]),
+    return render("application_new.html", ticket={"id": ticket["id"], "number": ticket["number"]},
+                  needs_citizen=visit_citizen_id(db, ticket["visit_id"]) is None,
                   services=services, chosen=chosen,
                   documents=[data["documents_by_code"][d] for d in service["documents"]
                              if d in data["documents_by_code"]])
