@@ -20,10 +20,13 @@ SCREENS = (
     "local_ui.views.auth",
     "local_ui.views.reception",
     "local_ui.views.operator",
-    "local_ui.views.devices",
+    "local_ui.views.board",
+    "local_ui.views.kiosk",
     "local_ui.views.supervisor",
-    "local_ui.views.office",
-    "local_ui.views.upkeep",
+    "local_ui.views.applications",
+    "local_ui.views.volunteers",
+    "local_ui.views.sync_screen",
+    "local_ui.views.technician",
 )
 
 

@@ -6,7 +6,10 @@ import ast
 import re
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
+
+from flask import Flask
 
 LOCAL_UI = Path(__file__).resolve().parents[2] / "local_ui"
 
@@ -62,3 +65,34 @@ def test_no_sql_in_local_ui() -> None:
     found = {str(path.relative_to(LOCAL_UI)): hits for path in sorted(LOCAL_UI.rglob("*.py"))
              if (hits := sql_in(path.read_text(encoding="utf-8")))}
     assert found == {}
+
+
+def test_screen_modules_are_named_after_their_screens(ui_app: Flask) -> None:
+    """Each views module is registered and its blueprint carries its name (`_screen` added
+    where the API has a blueprint of that name); the URLs stayed as they were."""
+    from local_ui.app import SCREENS
+
+    modules = {f"local_ui.views.{p.stem}" for p in (LOCAL_UI / "views").glob("*.py")
+               if p.stem != "__init__"}
+    assert modules == set(SCREENS)
+    for name in SCREENS:
+        short = name.rsplit(".", 1)[1]
+        assert import_module(name).bp.name in (short, f"{short}_screen")
+    routes = {(rule.rule, rule.endpoint) for rule in ui_app.url_map.iter_rules()}
+    assert MOVED_ROUTES - routes == set()
+
+
+MOVED_ROUTES = {
+    ("/board", "board.board"), ("/board/live", "board.board_live"),
+    ("/kiosk", "kiosk.kiosk"), ("/kiosk/rate", "kiosk.rate"),
+    ("/applications", "applications_screen.applications_list"),
+    ("/applications", "applications_screen.application_create"),
+    ("/applications/new", "applications_screen.application_form"),
+    ("/applications/<application_id>/status", "applications_screen.application_status"),
+    ("/volunteers", "volunteers_screen.volunteers_page"),
+    ("/volunteers", "volunteers_screen.volunteer_add"),
+    ("/volunteers/<volunteer_id>/shifts", "volunteers_screen.shift_add"),
+    ("/volunteer-shifts/<shift_id>/<action>", "volunteers_screen.shift_action"),
+    ("/sync", "sync_screen.sync"), ("/sync/live", "sync_screen.sync_live"),
+    ("/sync/export", "sync_screen.export"), ("/technician", "technician.technician"),
+}
