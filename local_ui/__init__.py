@@ -1,39 +1,6 @@
 """The staff web UI: server-rendered screens over the node's domain, in English and Urdu.
 
-`create_app(node)` builds the node's JSON API app (`edge_node.api.create_app`)
-and adds the screens to it, so one process serves both; `edge-node serve`
-uses it. Imports point one way: local_ui -> edge_node.
+`local_ui.app.create_app(node)` adds the screens to the node's JSON API app, so
+one process serves both; `edge-node serve` uses it. Imports point one way:
+local_ui -> edge_node.
 """
-
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-from flask import Flask
-
-from edge_node.api import create_app as create_api_app
-from edge_node.node import Node
-from local_ui import i18n, security, web
-
-# Screen modules, each exporting `bp`.
-SCREENS = (
-    "local_ui.views.auth",
-    "local_ui.views.reception",
-    "local_ui.views.operator",
-    "local_ui.views.devices",
-    "local_ui.views.supervisor",
-    "local_ui.views.office",
-    "local_ui.views.upkeep",
-)
-
-
-def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
-    """The node's app with the staff screens registered."""
-    app = create_api_app(node, test_config)
-    security.init_app(app, node)
-    i18n.init_app(app)
-    web.init_app(app)
-    for name in SCREENS:
-        app.register_blueprint(import_module(name).bp)
-    return app

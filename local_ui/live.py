@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, current_app, stream_with_context
 
+from edge_node.store.db import data_version
 from local_ui.security import node
 
 POLL_S = 0.5
@@ -36,8 +37,7 @@ def stop_streams(app: Flask) -> None:
 
 def _version() -> tuple[int, int]:
     """Changes to the database as seen by this thread's reader, and the current minute."""
-    row = node().reader().execute("PRAGMA data_version").fetchone()
-    return int(row[0]), int(time.time() // 60)
+    return data_version(node().reader()), int(time.time() // 60)
 
 
 def event(html: str, name: str = "update") -> str:

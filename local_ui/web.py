@@ -35,19 +35,20 @@ SCREENS = (
     Screen("reception.desk", _l("Reception"), roles.RECEPTION),
     Screen("operator.console", _l("Counter"), roles.OPERATORS),
     Screen("supervisor.dashboard", _l("Dashboard"), roles.SUPERVISORS | roles.AUDITORS),
-    Screen("office.applications_list", _l("Applications"),
+    Screen("applications_screen.applications_list", _l("Applications"),
            roles.RECEPTION | roles.OPERATORS | roles.AUDITORS),
-    Screen("office.volunteers_page", _l("Volunteers"), roles.SUPERVISORS | {"volunteer"}),
-    Screen("devices.board", _l("Display board"), roles.BOARD),
-    Screen("devices.kiosk", _l("Feedback kiosk"), roles.FEEDBACK),
-    Screen("upkeep.sync", _l("Sync"), roles.SUPERVISORS | roles.TECHNICIANS),
-    Screen("upkeep.technician", _l("Technician"), roles.TECHNICIANS),
+    Screen("volunteers_screen.volunteers_page", _l("Volunteers"),
+           roles.SUPERVISORS | {"volunteer"}),
+    Screen("board.board", _l("Display board"), roles.BOARD),
+    Screen("kiosk.kiosk", _l("Feedback kiosk"), roles.FEEDBACK),
+    Screen("sync_screen.sync", _l("Sync"), roles.SUPERVISORS | roles.TECHNICIANS),
+    Screen("technician.technician", _l("Technician"), roles.TECHNICIANS),
 )
 HOME = {"receptionist": "reception.desk", "volunteer": "reception.desk",
         "operator": "operator.console", "supervisor": "supervisor.dashboard",
         "manager": "supervisor.dashboard", "auditor": "supervisor.dashboard",
-        "technician": "upkeep.technician", "kiosk": "devices.kiosk",
-        "display": "devices.board"}
+        "technician": "technician.technician", "kiosk": "kiosk.kiosk",
+        "display": "board.board"}
 
 
 def init_app(app: Flask) -> None:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
-from local_ui import create_app
+from local_ui.app import create_app
 from tests.helpers import NADRA
 
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "25"))

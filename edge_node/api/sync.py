@@ -9,8 +9,7 @@ from flask import Blueprint, current_app
 from edge_node.api.routing import api_route, node
 from edge_node.api.shapes import BOOL, INT, NUM, STR, nullable, obj
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
-from edge_node.paths import is_enrolled
-from edge_node.replication.port import NodeOutbox
+from edge_node.replication.status import sync_status as read_sync_status
 
 bp = Blueprint("sync", __name__, url_prefix="/api")
 
@@ -26,10 +25,4 @@ SYNC_STATUS = obj(
            summary="Backlog count, oldest unsent age, bytes pending, last ack, link state")
 def sync_status() -> dict[str, Any]:
     """Read from the database, with live figures from the agent when it runs here."""
-    n = node()
-    agent = current_app.extensions.get("edge_agent")
-    summary = NodeOutbox(n).summary()
-    live = agent.status() if agent is not None else {}
-    return {**summary, "link": live.get("link", summary["link"]),
-            "enrolled": is_enrolled(n.settings), "agent_running": agent is not None,
-            "in_flight_batches": live.get("in_flight_batches", 0)}
+    return read_sync_status(node(), current_app.extensions.get("edge_agent")).as_dict()

@@ -143,21 +143,22 @@ def sync_status(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-node sync status
     """
-    from edge_node.paths import is_enrolled
-    from edge_node.replication.port import NodeOutbox
+    from edge_node.replication.status import LIVE_FIELDS
+    from edge_node.replication.status import sync_status as read_sync_status
 
     with opened_node(ctx) as node:
-        summary = {**NodeOutbox(node).summary(), "enrolled": is_enrolled(node.settings)}
+        status = read_sync_status(node)  # a running server's agent is in another process
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        shown = {k: v for k, v in status.as_dict().items() if k not in LIVE_FIELDS}
+        click.echo(json.dumps(shown, indent=2))
         return
-    age = summary["oldest_age_s"]
-    click.echo(f"enrolled:        {'yes' if summary['enrolled'] else 'no'}")
-    click.echo(f"link:            {summary['link']}"
-               + (f" since {summary['link_since']}" if summary["link_since"] else ""))
-    click.echo(f"backlog:         {summary['count']} records, {summary['bytes_pending']} bytes")
+    age = status.oldest_age_s
+    click.echo(f"enrolled:        {'yes' if status.enrolled else 'no'}")
+    click.echo(f"link:            {status.link}"
+               + (f" since {status.link_since}" if status.link_since else ""))
+    click.echo(f"backlog:         {status.count} records, {status.bytes_pending} bytes")
     click.echo(f"oldest unsent:   {'-' if age is None else f'{age:.0f} s ago'}")
-    click.echo(f"last ack:        seq {summary['acked_seq']} at {summary['last_ack_at'] or '-'}")
+    click.echo(f"last ack:        seq {status.acked_seq} at {status.last_ack_at or '-'}")
 
 
 @sync.command("push")
@@ -226,6 +227,27 @@ def _node_identity(node: Node) -> NodeIdentity:
         raise click.ClickException(f"sync keys unusable: {exc}") from exc
 
 
+class _LazyBar:
+    """A progress bar drawn from the first exported batch on, so a refusal comes alone."""
+
+    def __init__(self, length: int, label: str) -> None:
+        """Nothing is drawn yet."""
+        self.bar = click.progressbar(length=max(length, 1), label=label)
+        self.started = False
+
+    def update(self, steps: int) -> None:
+        """Draw the bar if needed and advance it."""
+        if not self.started:
+            self.bar.__enter__()
+            self.started = True
+        self.bar.update(steps)
+
+    def close(self) -> None:
+        """Finish the bar if it was drawn."""
+        if self.started:
+            self.bar.__exit__(None, None, None)
+
+
 @sync.command("export")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the bundle to (e.g. the mounted USB stick).")
@@ -240,21 +262,24 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
     """
     from pathlib import Path
 
-    from edge_node.replication.port import NodeOutbox, export_bundle
+    from edge_node.replication.port import export_bundle
+    from edge_node.replication.status import sync_status as read_sync_status
     from sync.bundle import BundleError
     from sync.identity import IdentityError
 
     with opened_node(ctx) as node:
-        _node_identity(node)  # not enrolled or unusable keys: say so before the progress bar
-        backlog = NodeOutbox(node).stats()["count"]
+        bar = _LazyBar(read_sync_status(node).count, "exporting")
         try:
-            with click.progressbar(length=max(backlog, 1), label="exporting") as bar:
-                report = export_bundle(node, Path(out_dir), bar.update)
-        except (BundleError, IdentityError) as exc:
+            report = export_bundle(node, Path(out_dir), bar.update)
+        except BundleError as exc:
             raise click.ClickException(str(exc)) from exc
+        except (IdentityError, ValueError) as exc:
+            raise click.ClickException(f"sync keys unusable: {exc}") from exc
         except OSError as exc:
             raise click.ClickException(f"{out_dir}: cannot write the bundle "
                                        f"({exc.strerror})") from exc
+        finally:
+            bar.close()
     if report.first_seq is None:
         click.echo(f"nothing unsent; {report.path} carries only the downstream ack")
         return

@@ -91,6 +91,12 @@ def priority_weight(db: Database, code: str) -> int:
     return int(row[0])
 
 
+def services_by_code(db: Database) -> dict[str, dict[str, Any]]:
+    """Every service, active or not, by code (names outlive a catalog change)."""
+    return {r["code"]: r for r in db.query(
+        "SELECT code, agency_code, name_en, name_ur, standard_minutes FROM services")}
+
+
 def list_catalog(db: Database) -> dict[str, Any]:
     """The whole catalog as JSON-ready data."""
     services = list(db.query("SELECT * FROM services WHERE active = 1 ORDER BY position"))

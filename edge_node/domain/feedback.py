@@ -58,6 +58,17 @@ def give_feedback(db: Database, ticket_id: str, rating: int, comment: str | None
     return row
 
 
+def latest_unrated(db: Database, counter_id: str) -> dict[str, Any] | None:
+    """The ticket whose service was last completed at a counter, if it has no rating yet
+    (id, number, completed_at), for the feedback kiosk standing there."""
+    rows = list(db.query(
+        "SELECT t.id, t.number, ts.completed_at FROM ticket_services ts "
+        "JOIN tickets t ON t.id = ts.ticket_id WHERE ts.counter_id = ? AND ts.status = 'done' "
+        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.ticket_id = t.id) "
+        "ORDER BY ts.completed_at DESC LIMIT 1", [counter_id]))
+    return rows[0] if rows else None
+
+
 def list_feedback(db: Database, day: str) -> list[dict[str, Any]]:
     """Feedback on the tickets of one business day, oldest first."""
     return list(db.query(

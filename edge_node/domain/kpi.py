@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from datetime import datetime
 from typing import Any
 
@@ -45,15 +46,18 @@ def _waiting_now(db: Database, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
+def day_segments(db: Database, day: str) -> list[dict[str, Any]]:
+    """Service segments of a day that reached a counter, with ticket number and standard."""
+    return list(db.query(
+        "SELECT ts.*, t.number, s.standard_minutes FROM ticket_services ts "
+        "JOIN tickets t ON t.id = ts.ticket_id JOIN services s ON s.code = ts.service_code "
+        "WHERE t.business_date = ? AND ts.called_at IS NOT NULL", [day]))
+
+
 def _segments(db: Database, day: str) -> tuple[list[float], list[float], int, int]:
     """Wait times, service times, served count and count within the standard, of a day."""
     waits, services, within = [], [], 0
-    for seg in db.query(
-        "SELECT s.enqueued_at, s.called_at, s.completed_at, c.standard_minutes "
-        "FROM ticket_services s JOIN tickets t ON t.id = s.ticket_id "
-        "JOIN services c ON c.code = s.service_code "
-        "WHERE t.business_date = ? AND s.called_at IS NOT NULL", [day]
-    ):
+    for seg in day_segments(db, day):
         waits.append(_seconds(seg["enqueued_at"], seg["called_at"]))
         if seg["completed_at"]:
             took = _seconds(seg["called_at"], seg["completed_at"])
@@ -104,6 +108,45 @@ def compute(db: Database, day: str, now: datetime) -> dict[str, Any]:
         "within_standard_pct": round(100 * within / served, 1) if served else None,
         **_ratings(db, day),
     }
+
+
+def breaches(segments: list[dict[str, Any]], now: datetime, limit: int
+             ) -> list[dict[str, Any]]:
+    """Services over their standard, worst first: finished ones, and ones still at a
+    counter (counted in whole minutes so far); `took_min` and `ongoing` added."""
+    out = []
+    for seg in segments:
+        took: float
+        if seg["completed_at"]:
+            took = _seconds(seg["called_at"], seg["completed_at"]) / 60
+        elif seg["status"] == "serving":
+            took = int((now - parse_iso(seg["called_at"])).total_seconds() // 60)
+        else:
+            continue
+        if took > seg["standard_minutes"]:
+            out.append({**seg, "took_min": round(took, 1), "ongoing": not seg["completed_at"]})
+    out.sort(key=lambda s: s["took_min"] - s["standard_minutes"], reverse=True)
+    return out[:limit]
+
+
+def served_by(segments: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Served count and median service minutes grouped by `counter_id` or `staff_id`."""
+    groups: dict[str, list[float]] = {}
+    for seg in segments:
+        if seg["completed_at"] and seg[key]:
+            groups.setdefault(seg[key], []).append(
+                _seconds(seg["called_at"], seg["completed_at"]) / 60)
+    return {k: {"served": len(v), "median_min": round(statistics.median(v), 1)}
+            for k, v in groups.items()}
+
+
+def staff_ratings(db: Database, day: str) -> dict[str, dict[str, Any]]:
+    """Feedback count and mean rating per staff member for a day."""
+    rows = db.query("SELECT f.staff_id, count(*) AS n, avg(f.rating) AS mean FROM feedback f "
+                    "JOIN tickets t ON t.id = f.ticket_id WHERE t.business_date = ? "
+                    "GROUP BY f.staff_id", [day])
+    return {r["staff_id"]: {"ratings": r["n"], "mean": round(r["mean"], 1)} for r in rows
+            if r["staff_id"]}
 
 
 def store_snapshot(db: Database, day: str, now: str, settings: dict[str, Any]) -> None:

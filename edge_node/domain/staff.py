@@ -135,3 +135,8 @@ def touch_session(db: Database, token: str, now: datetime) -> None:
 def logout(db: Database, token: str) -> None:
     """End a session."""
     db.execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash(token)])
+
+
+def staff_names(db: Database) -> dict[str, str]:
+    """Staff full names by id."""
+    return {r["id"]: r["full_name"] for r in db.query("SELECT id, full_name FROM staff")}

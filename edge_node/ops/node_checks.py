@@ -32,6 +32,7 @@ from edge_node.ops.checkup import (
     span,
 )
 from edge_node.paths import backup_dir, db_path, is_enrolled, key_path
+from edge_node.replication.status import sync_status
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
 from sync.hlc import HLCError, Timestamp
@@ -198,21 +199,18 @@ def _hq_skew(value: str) -> Result:
 # -- operations: backlog, backup, service -------------------------------------------------
 def check_backlog(doc: Doctor) -> Result:
     """Age of the oldest record HQ has not acknowledged."""
-    from edge_node.replication.port import NodeOutbox
-
     if doc.db is None:
         return Result("backlog", SKIP, "database unreadable (see database)")
-    # The doctor has the reader()/now()/timestamp() that summary() uses, without a
-    # writer thread or migrations.
-    summary = NodeOutbox(cast(Node, doc)).summary()
-    count, age = summary["count"], summary["oldest_age_s"]
+    # The doctor has the settings/reader()/now()/timestamp() that sync_status() uses,
+    # without a writer thread or migrations.
+    status = sync_status(cast(Node, doc))
+    count, age = status.count, status.oldest_age_s
     if not count or age is None:
         return Result("backlog", PASS, "nothing unsent")
-    finding = (f"{count} records unsent, oldest {span(age)} old (link {summary['link']}, "
-               f"last ack {summary['last_ack_at'] or 'never'})")
+    finding = (f"{count} records unsent, oldest {span(age)} old (link {status.link}, "
+               f"last ack {status.last_ack_at or 'never'})")
     fix = ("bring the link up (see broker) or carry a bundle: "
-           "`edge-node sync export --out /media/usb`") if is_enrolled(doc.settings) \
-        else ENROLL_FIX
+           "`edge-node sync export --out /media/usb`") if status.enrolled else ENROLL_FIX
     if age > doc.limits.backlog_fail_s:
         return Result("backlog", FAIL, finding, fix)
     if age > doc.limits.backlog_warn_s:

@@ -14,7 +14,7 @@ from edge_node.node import Node
 from edge_node.replication.runtime import SyncLock, start_agent
 from edge_node.service.jobs import add_jobs
 from edge_node.service.systemd_notify import ServiceNotifier, serving_alive
-from local_ui import create_app  # the JSON API plus the staff screens
+from local_ui.app import create_app  # the JSON API plus the staff screens
 
 log = logging.getLogger("edge_node.service.serve")
 

@@ -52,3 +52,8 @@ def integrity_check(db: Database) -> str:
     """Result of `PRAGMA integrity_check` ('ok' when healthy)."""
     rows = db.execute("PRAGMA integrity_check").fetchall()
     return "; ".join(str(r[0]) for r in rows)
+
+
+def data_version(db: Database) -> int:
+    """`PRAGMA data_version`: moves when another connection commits (live screens poll it)."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])

@@ -10,16 +10,17 @@ from flask_babel import gettext
 from sqlite_utils import Database
 from werkzeug.wrappers import Response
 
-from edge_node.domain import citizens, counters, queue
+from edge_node.domain import citizens, counters, queue, tickets
 from edge_node.domain.roles import OPERATORS
 from edge_node.errors import EdgeError
 from local_ui import live
-from local_ui.lookups import catalog, local_time, minutes_since, ticket_services
+from local_ui.lookups import catalog, local_time, minutes_since
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, back, render
 
 bp = Blueprint("operator", __name__)
 RECENT_LIMIT = 5
+NO_SHOW_LIMIT = 10
 HOLD_REASON_MAX = 200
 
 
@@ -33,38 +34,17 @@ def _counter_id(db: Database) -> str | None:
     return chosen if chosen in known else None
 
 
-def _at_counter(db: Database, counter_id: str, status: str) -> list[dict[str, Any]]:
-    """Tickets with `status` at a counter, newest call first."""
-    return list(db.query("SELECT * FROM tickets WHERE counter_id = ? AND status = ? "
-                         "ORDER BY called_at DESC", [counter_id, status]))
-
-
 def _with_details(db: Database, ticket: dict[str, Any]) -> dict[str, Any]:
     """A ticket with its services and, when known, its citizen."""
-    n = node()
-    visit = db.execute("SELECT citizen_id FROM visits WHERE id = ?",
-                       [ticket["visit_id"]]).fetchone()
-    citizen = None
-    if visit and visit[0]:
+    citizen_id, citizen = tickets.visit_citizen_id(db, ticket["visit_id"]), None
+    if citizen_id is not None:
         try:
-            citizen = citizens.get_citizen(db, n.keys, visit[0])
+            citizen = citizens.get_citizen(db, node().keys, citizen_id)
         except EdgeError:
             citizen = None
-    return {**ticket, "services": ticket_services(db, ticket["id"]), "citizen": citizen,
+    return {**ticket, "services": tickets.ticket_services(db, ticket["id"]), "citizen": citizen,
             "called": local_time(ticket["called_at"]),
             "minutes": minutes_since(ticket["called_at"])}
-
-
-def _recent(db: Database, counter_id: str, day: str) -> list[dict[str, Any]]:
-    """Services lately completed at this counter (to open an application afterwards)."""
-    return list(db.query(
-        "SELECT t.id, t.number, ts.service_code, s.name_en, s.name_ur, ts.completed_at, "
-        "(SELECT reference FROM applications a WHERE a.ticket_id = t.id "
-        " AND a.service_code = ts.service_code) AS reference "
-        "FROM ticket_services ts JOIN tickets t ON t.id = ts.ticket_id "
-        "JOIN services s ON s.code = ts.service_code "
-        "WHERE ts.counter_id = ? AND ts.status = 'done' AND t.business_date = ? "
-        "ORDER BY ts.completed_at DESC LIMIT ?", [counter_id, day, RECENT_LIMIT]))
 
 
 def _waiting(db: Database, counter: dict[str, Any]) -> list[dict[str, Any]]:
@@ -89,14 +69,12 @@ def _console(counter_id: str | None) -> dict[str, Any]:
     if counter_id is None:
         return context
     counter = next(c for c in all_counters if c["id"] == counter_id)
-    called = _at_counter(db, counter_id, "called")
+    called = tickets.at_counter(db, counter_id, "called")
     context.update(
         counter=counter, current=_with_details(db, called[0]) if called else None,
-        held=[_with_details(db, t) for t in _at_counter(db, counter_id, "held")],
-        recent=_recent(db, counter_id, n.today()), waiting=_waiting(db, counter),
-        no_shows=list(db.query("SELECT id, number, rejoin_until FROM tickets WHERE status = "
-                               "'no_show' AND business_date = ? ORDER BY updated_at DESC "
-                               "LIMIT 10", [n.today()])),
+        held=[_with_details(db, t) for t in tickets.at_counter(db, counter_id, "held")],
+        recent=tickets.recently_served(db, counter_id, n.today(), RECENT_LIMIT),
+        waiting=_waiting(db, counter), no_shows=tickets.no_shows(db, n.today(), NO_SHOW_LIMIT),
         catalog=catalog(db))
     return context
 

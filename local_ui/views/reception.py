@@ -13,9 +13,10 @@ from werkzeug.wrappers import Response
 
 from edge_node.domain import citizens, visits
 from edge_node.domain.roles import OPERATORS, RECEPTION
+from edge_node.domain.tickets import ticket_services
 from edge_node.errors import EdgeError, NotFoundError, ValidationError
 from local_ui import i18n
-from local_ui.lookups import catalog, local_time, ticket_services
+from local_ui.lookups import catalog, local_time
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, back, render
 

@@ -15,7 +15,7 @@ from waitress.server import create_server
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
-from local_ui import create_app
+from local_ui.app import create_app
 from local_ui.live import POLL_S, stop_streams
 from tests.helpers import FakeClock, wait_for
 

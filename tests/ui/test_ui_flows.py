@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from edge_node.domain import applications, counters, queue
 from edge_node.node import Node
-from local_ui.views.devices import normalise_number
+from local_ui.views.kiosk import normalise_number
 from tests.ui.conftest import token_of
 from tests.ui.test_ui_guards import make_ticket
 

@@ -1,7 +1,7 @@
-"""Device screens: the display board (TV) and the feedback kiosk (tablet).
+"""The feedback kiosk (tablet): the citizen rates the ticket just served (or types its number).
 
-Both keep their language and, for the kiosk, its counter in device cookies
-(`?lang=ur`, `?counter=<id>`), so a tablet set up once stays set up.
+The device keeps its language and its counter in cookies (`?lang=ur`, `?counter=<id>`),
+so a tablet set up once stays set up.
 """
 
 from __future__ import annotations
@@ -9,51 +9,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, request
 from flask_babel import gettext
 from sqlite_utils import Database
 from werkzeug.wrappers import Response
 
-from edge_node.domain import counters, feedback, queue
+from edge_node.domain import counters, feedback, tickets
 from edge_node.domain.citizens import western_digits
-from edge_node.domain.roles import BOARD, FEEDBACK
-from local_ui import live
-from local_ui.lookups import local_time
+from edge_node.domain.roles import FEEDBACK
+from local_ui.lookups import minutes_since
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, render
 
-bp = Blueprint("devices", __name__)
+bp = Blueprint("kiosk", __name__)
 KIOSK_COUNTER_COOKIE = "khidmat_kiosk_counter"
 COOKIE_MAX_AGE_S = 365 * 24 * 3600
 RATE_WINDOW_MIN = 15  # a ticket completed this recently at the kiosk's counter is offered
-BOARD_ROWS = 8
 THANKS_RESET_S = 8
 IDLE_RESET_S = 60
 _NUMBER = re.compile(r"([A-Z]{1,3})-?([0-9]{1,4})")
-
-
-def _board(db: Database) -> dict[str, Any]:
-    """Called tickets (newest first) and how many wait in each queue."""
-    called = queue.board(db, BOARD_ROWS)
-    for row in called:
-        row["time"] = local_time(row["called_at"])
-    waiting = [q for q in queue.waiting_by_queue(db) if q["waiting"]]
-    return {"called": called, "waiting": waiting,
-            "latest_key": f"{called[0]['id']}:{called[0]['recall_count']}" if called else ""}
-
-
-@bp.get("/board")
-@screen(BOARD)
-def board() -> Response:
-    """The TV page; its live part comes over SSE."""
-    return render("board.html", **_board(node().reader()))
-
-
-@bp.get("/board/live")
-@screen(BOARD)
-def board_live() -> Response:
-    """SSE: the called numbers whenever they change."""
-    return live.stream(lambda: render_template("_board.html", **_board(node().reader())))
 
 
 def _kiosk_counter(db: Database) -> dict[str, Any] | None:
@@ -69,16 +43,10 @@ def _pending(db: Database, counter: dict[str, Any] | None) -> dict[str, Any] | N
     """The latest ticket served at this counter in the last minutes and not yet rated."""
     if counter is None:
         return None
-    rows = list(db.query(
-        "SELECT t.id, t.number, ts.completed_at FROM ticket_services ts "
-        "JOIN tickets t ON t.id = ts.ticket_id WHERE ts.counter_id = ? AND ts.status = 'done' "
-        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.ticket_id = t.id) "
-        "ORDER BY ts.completed_at DESC LIMIT 1", [counter["id"]]))
-    if rows and rows[0]["completed_at"]:
-        from local_ui.lookups import minutes_since
-
-        if minutes_since(rows[0]["completed_at"]) <= RATE_WINDOW_MIN:
-            return rows[0]
+    latest = feedback.latest_unrated(db, counter["id"])
+    if latest and latest["completed_at"] and \
+            minutes_since(latest["completed_at"]) <= RATE_WINDOW_MIN:
+        return latest
     return None
 
 
@@ -104,11 +72,7 @@ def normalise_number(raw: str) -> str | None:
 
 def _ticket_id(db: Database, number: str | None) -> str | None:
     """Today's ticket with that number."""
-    if number is None:
-        return None
-    row = db.execute("SELECT id FROM tickets WHERE number = ? AND business_date = ?",
-                     [number, node().today()]).fetchone()
-    return str(row[0]) if row else None
+    return None if number is None else tickets.ticket_id_by_number(db, number, node().today())
 
 
 @bp.post("/kiosk/rate")

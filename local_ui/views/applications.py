@@ -1,28 +1,28 @@
-"""Back-office screens: applications (status, ready for collection) and volunteers."""
+"""Applications: the list by status or reference, opening one for a served ticket, and
+moving its status (operators hand over ready ones; supervisors decide)."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, request
 from flask_babel import gettext
-from sqlite_utils import Database
 from werkzeug.wrappers import Response
 
 from edge_node.api.applications import REFERENCE
-from edge_node.domain import applications, citizens, volunteer_shifts, volunteers
+from edge_node.domain import applications, citizens
+from edge_node.domain.catalog import services_by_code
 from edge_node.domain.roles import AUDITORS, OPERATORS, RECEPTION, SUPERVISORS
+from edge_node.domain.tickets import ticket_services, visit_citizen_id
+from edge_node.domain.visits import get_ticket
 from edge_node.errors import NotFoundError, ValidationError
-from local_ui.lookups import catalog, local_time, services_named, ticket_services
+from local_ui.lookups import catalog, local_time
 from local_ui.security import current_staff, node, screen
 from local_ui.web import attempt, back, render
 
-bp = Blueprint("office", __name__)
+bp = Blueprint("applications_screen", __name__)
 READERS = RECEPTION | OPERATORS | AUDITORS
-ON_SHIFT = SUPERVISORS | {"volunteer"}
-REPORT_DAYS = 30
 
 
 @bp.get("/applications")
@@ -45,7 +45,7 @@ def applications_list() -> Response:
         row["created"] = local_time(row["created_at"], "%Y-%m-%d %H:%M")
     role = (current_staff() or {}).get("role")
     return render("applications.html", rows=rows, status=status, reference=reference,
-                  statuses=applications.STATUSES, services=services_named(db),
+                  statuses=applications.STATUSES, services=services_by_code(db),
                   can_hand_over=role in OPERATORS, can_decide=role in SUPERVISORS)
 
 
@@ -55,18 +55,17 @@ def application_form() -> Response:
     """Open an application for a ticket's service: references and documents seen."""
     db = node().reader()
     ticket_id = request.args.get("ticket", "")
-    ticket = db.execute("SELECT id, number FROM tickets WHERE id = ?", [ticket_id]).fetchone()
-    if ticket is None:
+    try:
+        ticket = get_ticket(db, ticket_id)
+    except NotFoundError:
         abort(404)
     services = ticket_services(db, ticket_id)
     codes = [s["service_code"] for s in services]
     chosen = request.args.get("service") if request.args.get("service") in codes else codes[0]
     data = catalog(db)
     service = data["services_by_code"].get(chosen) or {"documents": []}
-    visit = db.execute("SELECT v.citizen_id FROM visits v JOIN tickets t ON t.visit_id = v.id "
-                       "WHERE t.id = ?", [ticket_id]).fetchone()
-    return render("application_new.html", ticket={"id": ticket[0], "number": ticket[1]},
-                  needs_citizen=not (visit and visit[0]),
+    return render("application_new.html", ticket={"id": ticket["id"], "number": ticket["number"]},
+                  needs_citizen=visit_citizen_id(db, ticket["visit_id"]) is None,
                   services=services, chosen=chosen,
                   documents=[data["documents_by_code"][d] for d in service["documents"]
                              if d in data["documents_by_code"]])
@@ -124,10 +123,10 @@ def application_create() -> Response:
 
     created = attempt(run)
     if created is None:
-        return back("office.application_form", ticket=form.get("ticket_id", ""),
+        return back("applications_screen.application_form", ticket=form.get("ticket_id", ""),
                     service=form.get("service_code", ""))
     flash(gettext("Application opened: %(reference)s", reference=created["reference"]), "ok")
-    return back("office.applications_list", reference=created["reference"])
+    return back("applications_screen.applications_list", reference=created["reference"])
 
 
 @bp.post("/applications/<application_id>/status")
@@ -140,82 +139,5 @@ def application_status(application_id: str) -> Response:
     if attempt(lambda: n.write(lambda db: applications.set_status(
             db, application_id, status, note, actor, now))) is not None:
         flash(gettext("Status changed."), "ok")
-    return back("office.applications_list", status=request.form.get("back_status") or None)
-
-
-def _roster(db: Database) -> list[dict[str, Any]]:
-    """The roster, for supervisors only (phones are PII)."""
-    return volunteers.list_volunteers(db, node().keys, active_only=False)
-
-
-@bp.get("/volunteers")
-@screen(ON_SHIFT)
-def volunteers_page() -> Response:
-    """Today's shifts (check in/out, assists); for supervisors the roster and planning."""
-    n = node()
-    db, today = n.reader(), n.today()
-    role = (current_staff() or {}).get("role")
-    supervisor = role in SUPERVISORS
-    shifts = volunteer_shifts.list_shifts(db, today)
-    for shift in shifts:
-        shift["in"], shift["out"] = (local_time(shift["checked_in_at"]),
-                                     local_time(shift["checked_out_at"]))
-    first = (date.fromisoformat(today) - timedelta(days=REPORT_DAYS - 1)).isoformat()
-    return render("volunteers.html", shifts=shifts, today=today, supervisor=supervisor,
-                  roster=_roster(db) if supervisor else [],
-                  hours=volunteer_shifts.hours_report(db, first, today) if supervisor else [],
-                  report_days=REPORT_DAYS)
-
-
-def _skills(raw: str) -> list[str]:
-    """Skill codes typed as `urdu, sign language` -> ['sign_language', 'urdu']."""
-    return [s.strip().lower().replace(" ", "_") for s in raw.split(",") if s.strip()]
-
-
-@bp.post("/volunteers")
-@screen(SUPERVISORS)
-def volunteer_add() -> Response:
-    """Put a volunteer on the roster."""
-    n, actor = node(), dict(current_staff() or {})
-    form, now, keys = request.form, n.timestamp(), n.keys
-    if attempt(lambda: n.write(lambda db: volunteers.add_volunteer(
-            db, keys, name=form.get("name", ""), phone=form.get("phone", "").strip() or None,
-            skills=_skills(form.get("skills", "")), actor=actor, now=now))) is not None:
-        flash(gettext("Volunteer added."), "ok")
-    return back("office.volunteers_page")
-
-
-@bp.post("/volunteers/<volunteer_id>/shifts")
-@screen(SUPERVISORS)
-def shift_add(volunteer_id: str) -> Response:
-    """Plan a shift for a volunteer."""
-    n, actor = node(), dict(current_staff() or {})
-    form, now = request.form, n.timestamp()
-    plan = {"business_date": form.get("business_date", ""),
-            "planned_start": form.get("planned_start", ""),
-            "planned_end": form.get("planned_end", ""),
-            "assignment": form.get("assignment", "").strip()[:100] or None}
-    if attempt(lambda: n.write(lambda db: volunteer_shifts.add_shift(
-            db, volunteer_id, plan, actor, now))) is not None:
-        flash(gettext("Shift planned."), "ok")
-    return back("office.volunteers_page")
-
-
-@bp.post("/volunteer-shifts/<shift_id>/<action>")
-@screen(ON_SHIFT)
-def shift_action(shift_id: str, action: str) -> Response:
-    """Check in, check out, or count one assist."""
-    n, actor = node(), dict(current_staff() or {})
-    now, today = n.timestamp(), n.today()
-    actions = {
-        "check-in": lambda db: volunteer_shifts.check_in(db, shift_id, actor, now, today),
-        "check-out": lambda db: volunteer_shifts.check_out(db, shift_id, actor, now),
-        "assist": lambda db: volunteer_shifts.add_assists(db, shift_id, 1, actor, now),
-    }
-    if action not in actions:
-        abort(404)
-    if attempt(lambda: n.write(actions[action])) is not None:
-        flash(gettext("Done."), "ok")
-    return back("office.volunteers_page")
-
-
+    return back("applications_screen.applications_list",
+                status=request.form.get("back_status") or None)
