@@ -13,7 +13,7 @@ from flask import Flask
 
 from edge_node.api import create_app as create_api_app
 from edge_node.node import Node
-from local_ui import i18n, security, web
+from local_ui import i18n, live, security, web
 
 # Screen modules, each exporting `bp`.
 SCREENS = (
@@ -36,6 +36,7 @@ def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app, node)
     i18n.init_app(app)
     web.init_app(app)
+    live.init_app(app)
     for name in SCREENS:
         app.register_blueprint(import_module(name).bp)
     return app

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, current_app, stream_with_context
 
+from edge_node import lifecycle
 from edge_node.store.db import data_version
 from local_ui.security import node
 
@@ -24,15 +25,24 @@ STREAM_MAX_S = 60.0
 RETRY_MS = 1000
 
 
+STOP_EXTENSION = "khidmat_live_stop"
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its stop signal for streams; `stop_all` sets it before the node closes."""
+    app.extensions[STOP_EXTENSION] = threading.Event()
+    lifecycle.on_stop(app, "live screens", lambda: stop_streams(app))
+
+
 def _stopping() -> threading.Event:
     """Set when the server shuts down: open streams end at their next poll."""
-    event: threading.Event = current_app.extensions.setdefault("live_stop", threading.Event())
+    event: threading.Event = current_app.extensions[STOP_EXTENSION]
     return event
 
 
 def stop_streams(app: Flask) -> None:
     """End every open stream of `app` (called before the node closes)."""
-    app.extensions.setdefault("live_stop", threading.Event()).set()
+    app.extensions[STOP_EXTENSION].set()
 
 
 def _version() -> tuple[int, int]:

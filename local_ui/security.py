@@ -19,9 +19,10 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from edge_node import lifecycle
 from edge_node.domain import staff as staff_domain
 from edge_node.errors import AuthError
 from edge_node.node import Node
@@ -96,7 +97,7 @@ def add_headers(response: Response) -> Response:
 
 def node() -> Node:
     """The Node of the running app."""
-    return cast(Node, current_app.extensions["edge_node"])
+    return lifecycle.current_node()
 
 
 def current_staff() -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from edge_node import lifecycle
 from edge_node.api import errors
 from edge_node.node import Node
 
@@ -35,7 +36,7 @@ def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
-    app.extensions["edge_node"] = node
+    lifecycle.init_app(app, node)
     errors.init_app(app)
     for name in BLUEPRINTS:
         app.register_blueprint(import_module(name).bp)

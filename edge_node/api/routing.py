@@ -13,8 +13,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from edge_node import lifecycle
 from edge_node.api.schema import Field, validate
 from edge_node.domain import staff as staff_domain
 from edge_node.errors import AuthError, ForbiddenError, ValidationError
@@ -45,8 +46,7 @@ NOT_UNICODE = "request body: text must be valid Unicode (a lone surrogate is not
 
 def node() -> Node:
     """The Node of the running app."""
-    found: Node = current_app.extensions["edge_node"]
-    return found
+    return lifecycle.current_node()
 
 
 def api_route(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
+from edge_node import lifecycle
 from edge_node.api.routing import api_route, node
 from edge_node.api.shapes import BOOL, INT, NUM, STR, nullable, obj
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
@@ -25,4 +26,4 @@ SYNC_STATUS = obj(
            summary="Backlog count, oldest unsent age, bytes pending, last ack, link state")
 def sync_status() -> dict[str, Any]:
     """Read from the database, with live figures from the agent when it runs here."""
-    return read_sync_status(node(), current_app.extensions.get("edge_agent")).as_dict()
+    return read_sync_status(node(), lifecycle.current_agent()).as_dict()

@@ -7,7 +7,9 @@ import logging
 import os
 from typing import IO, Any
 
-from edge_node import __version__
+from flask import Flask
+
+from edge_node import __version__, lifecycle
 from edge_node.node import Node
 from edge_node.paths import is_enrolled, lock_path, sync_dir
 from edge_node.replication.port import NodeOutbox
@@ -64,4 +66,20 @@ def start_agent(node: Node, lock: SyncLock) -> Agent | None:
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()
     log.info("sync agent started towards %s:%s", identity.broker_host, identity.broker_port)
+    return agent
+
+
+def init_app(app: Flask, node: Node) -> Agent | None:
+    """Start the node's agent for `app` (when enabled, enrolled and not running elsewhere)
+    and register its stop: the agent says `offline`, disconnects, and the lock is freed."""
+    lock = SyncLock(node.settings)
+    agent = start_agent(node, lock)
+    lifecycle.set_agent(app, agent)
+
+    def stop() -> None:
+        if agent is not None:
+            agent.stop()
+        lock.release()
+
+    lifecycle.on_stop(app, "sync agent", stop)
     return agent

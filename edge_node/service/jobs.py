@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
+from flask import Flask
 
+from edge_node import lifecycle
 from edge_node.domain import kpi, queue
 from edge_node.node import Node
 
@@ -55,3 +58,12 @@ def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     scheduler.add_job(backup_daily, "cron", args=[node], id="backup",
                       hour=node.settings["backup_hour"], minute=30, coalesce=True,
                       max_instances=1)
+
+
+def init_app(app: Flask, node: Node) -> BackgroundScheduler:
+    """Start the scheduler with the node's jobs; the app's stop waits for a running job."""
+    scheduler = BackgroundScheduler(timezone=node.settings["timezone"])
+    add_jobs(scheduler, node)
+    scheduler.start()
+    lifecycle.on_stop(app, "scheduler", lambda: scheduler.shutdown(wait=True))
+    return scheduler

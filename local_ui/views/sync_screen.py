@@ -7,10 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, flash, render_template, send_file
+from flask import Blueprint, flash, render_template, send_file
 from flask_babel import gettext
 from werkzeug.wrappers import Response
 
+from edge_node import lifecycle
 from edge_node.domain.roles import SUPERVISORS, TECHNICIANS
 from edge_node.replication.port import export_bundle
 from edge_node.replication.status import sync_status
@@ -26,7 +27,7 @@ SYNC_READERS = SUPERVISORS | TECHNICIANS
 
 def sync_data() -> dict[str, Any]:
     """The node's sync status (live agent figures when it runs here) and the progress bar."""
-    status = sync_status(node(), current_app.extensions.get("edge_agent"))
+    status = sync_status(node(), lifecycle.current_agent())
     return {**status.as_dict(), "progress_value": status.acked_seq,
             "progress_max": max(status.last_seq or 0, status.acked_seq, 1)}
 
