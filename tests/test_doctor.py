@@ -27,6 +27,7 @@ from edge_node.ops.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresho
 from tests.tls_broker import TLSBroker, free_port
 
 NODE_DAYS = 90
+CA = tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
 def check(settings: dict[str, Any], name: str, **options: Any) -> Result:
@@ -42,7 +43,7 @@ def utc(**delta: float) -> dt.datetime:
 
 
 @pytest.fixture
-def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def ca() -> CA:
     """A fleet CA."""
     return pki.create_ca()
 
@@ -220,28 +221,28 @@ def test_not_enrolled_reports_enrollment_checks_as_warnings(settings: dict[str, 
         assert "edge-node enroll request" in result.fix
 
 
-def test_certificate_pass(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_pass(settings: dict[str, Any], ca: CA) -> None:
     """A fresh certificate from the CA in the sync directory passes."""
     enroll(settings, *ca)
     result = check(settings, "certificate")
     assert result.status == PASS and "valid until" in result.finding
 
 
-def test_expired_certificate_fails(settings: dict[str, Any], ca: Any) -> None:
+def test_expired_certificate_fails(settings: dict[str, Any], ca: CA) -> None:
     """Issued ten days ago for one day: expired."""
     enroll(settings, *ca, not_before=utc(days=-10), days=1)
     result = check(settings, "certificate")
     assert result.status == FAIL and "expired" in result.finding
 
 
-def test_certificate_in_its_last_third_warns(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_in_its_last_third_warns(settings: dict[str, Any], ca: CA) -> None:
     """70 of 90 days used: renewal due."""
     enroll(settings, *ca, not_before=utc(days=-70), days=90)
     result = check(settings, "certificate")
     assert result.status == WARN and "renewal due" in result.finding
 
 
-def test_certificate_from_a_wrong_ca_fails(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_from_a_wrong_ca_fails(settings: dict[str, Any], ca: CA) -> None:
     """The sync directory's CA did not sign the node certificate."""
     _, other = pki.create_ca("Someone else's CA")
     enroll(settings, *ca, trust=other)
@@ -249,8 +250,8 @@ def test_certificate_from_a_wrong_ca_fails(settings: dict[str, Any], ca: Any) ->
     assert result.status == FAIL and "not issued by the CA" in result.finding
 
 
-def _write_crl(directory: Path, ca_key: Any, ca_cert: Any, revoked: list[int],
-               days: float) -> None:
+def _write_crl(directory: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+               revoked: list[int], days: float) -> None:
     """A CRL in the sync directory, valid for `days` from now (negative: long expired)."""
     now = utc()
     crl = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
@@ -262,7 +263,7 @@ def _write_crl(directory: Path, ca_key: Any, ca_cert: Any, revoked: list[int],
     (directory / "crl.pem").write_bytes(signed.public_bytes(serialization.Encoding.PEM))
 
 
-def test_crl_paths(settings: dict[str, Any], ca: Any) -> None:
+def test_crl_paths(settings: dict[str, Any], ca: CA) -> None:
     """No CRL: SKIP; fresh: PASS; nextUpdate passed: FAIL; our serial listed: FAIL."""
     directory = enroll(settings, *ca)
     assert check(settings, "crl").status == SKIP
@@ -295,7 +296,7 @@ def test_broker_reachable_with_the_node_certificate(settings: dict[str, Any],
 
 
 def test_broker_refuses_a_certificate_from_another_ca(settings: dict[str, Any],
-                                                      broker: TLSBroker, ca: Any) -> None:
+                                                      broker: TLSBroker, ca: CA) -> None:
     """Our client certificate is from a CA the broker does not trust: FAIL."""
     enroll(settings, *ca, port=broker.port, trust=broker.ca_cert)
     result = check(settings, "broker")
@@ -318,7 +319,7 @@ def test_broker_address_the_broker_certificate_does_not_name(settings: dict[str,
     assert "re-enroll" not in result.fix
 
 
-def test_broker_unreachable_is_only_a_warning(settings: dict[str, Any], ca: Any) -> None:
+def test_broker_unreachable_is_only_a_warning(settings: dict[str, Any], ca: CA) -> None:
     """Nothing listens: WARN (the node works offline), quickly."""
     enroll(settings, *ca, port=free_port())
     started = time.monotonic()
@@ -384,7 +385,7 @@ def _cli(settings: dict[str, Any], *args: str, env: dict[str, str] | None = None
                               env={"EDGE_NODE_DOCTOR_BROKER_TIMEOUT_SECONDS": "1", **(env or {})})
 
 
-def test_text_output_and_exit_codes(settings: dict[str, Any], ca: Any) -> None:
+def test_text_output_and_exit_codes(settings: dict[str, Any], ca: CA) -> None:
     """One line per check; exit 1 on the worst WARN, 2 once something fails."""
     result = _cli(settings)
     lines = result.output.splitlines()

@@ -193,9 +193,9 @@ def _audit_records(node: str, n: int, tamper: int | None = None) -> list[dict[st
     """A valid audit chain of n entries as outbox records (optionally one tampered)."""
     out, prev = [], GENESIS_HASH
     for seq in range(1, n + 1):
-        entry = {"id": f"a{seq}", "seq": seq, "at": "t", "actor_id": None, "actor_role": None,
-                 "action": "x", "entity": None, "entity_id": None, "detail": "{}",
-                 "prev_hash": prev}
+        entry: dict[str, Any] = {
+            "id": f"a{seq}", "seq": seq, "at": "t", "actor_id": None, "actor_role": None,
+            "action": "x", "entity": None, "entity_id": None, "detail": "{}", "prev_hash": prev}
         entry["hash"] = entry_hash(entry)
         prev = entry["hash"]
         if seq == tamper:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.merge import APPLICATION_RANKS, State, merge, policy_for
+from sync.merge import APPLICATION_RANKS, Conflict, State, merge, policy_for
 
 NODES = ["NAAAAA", "NBBBBB", "NCCCCC"]
 Change = tuple[str, str | None, str]  # op, data json, hlc
+RowChange = tuple[str, Mapping[str, Any] | None, str]  # op, row data (None: delete), hlc
 
 
 def hlc(wall: int, counter: int, node: str) -> str:
@@ -19,10 +21,10 @@ def hlc(wall: int, counter: int, node: str) -> str:
     return f"{wall:015d}-{counter:05d}-{node}"
 
 
-def apply_all(table: str, changes: list[tuple[str, dict[str, Any] | None, str]]) -> tuple[
+def apply_all(table: str, changes: Sequence[RowChange]) -> tuple[
         dict[str, Any] | None, set[tuple[str, str]]]:
     """Fold changes into one state; return the visible row and its conflicts."""
-    state, found = State(), []
+    state, found = State(), list[Conflict]()
     for op, data, clock in changes:
         state, found = merge(state, policy_for(table), op, data, clock)
     conflicts = {(c.column, c.clock) for c in found}

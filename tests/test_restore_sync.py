@@ -480,10 +480,11 @@ def issued_twice_at_hq(url: str) -> dict[str, list[Any]]:
     """Ticket numbers, daily numbers and references HQ holds more than once."""
     tickets = [json.loads(r) for r in hq_rows_json(url, "tickets")]
     apps = [json.loads(r) for r in hq_rows_json(url, "applications")]
-    keys = {"ticket number": [(t["business_date"], t["number"]) for t in tickets],
-            "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
-                             for t in tickets],
-            "reference": [a["reference"] for a in apps]}
+    keys: dict[str, list[Any]] = {
+        "ticket number": [(t["business_date"], t["number"]) for t in tickets],
+        "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
+                         for t in tickets],
+        "reference": [a["reference"] for a in apps]}
     return {what: sorted({k for k in found if found.count(k) > 1})
             for what, found in keys.items()}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +105,13 @@ def test_writer_group_commits_concurrent_writes(node: Node) -> None:
     start_batches, start_jobs = node.writer.batches, node.writer.jobs
     barrier = threading.Barrier(16)
 
+    def insert(db: Database, key: str) -> None:
+        db.execute("INSERT INTO node_meta (key, value) VALUES (?, '1')", [key])
+
     def one(i: int) -> None:
         barrier.wait()
         for j in range(20):
-            node.write(lambda db, k=f"t{i}-{j}": db.execute(
-                "INSERT INTO node_meta (key, value) VALUES (?, '1')", [k]))
+            node.write(functools.partial(insert, key=f"t{i}-{j}"))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
     for t in threads:
@@ -127,7 +131,7 @@ def test_failing_write_does_not_undo_its_group(node: Node) -> None:
         db.execute("INSERT INTO node_meta (key, value) VALUES ('bad', '1')")
         raise ValueError("boom")
 
-    futures = [node.writer.submit(lambda db: db.execute(
+    futures: list[Future[object]] = [node.writer.submit(lambda db: db.execute(
         "INSERT INTO node_meta (key, value) VALUES ('good1', '1')")),
         node.writer.submit(bad),
         node.writer.submit(lambda db: db.execute(

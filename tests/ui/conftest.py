@@ -91,9 +91,9 @@ def live_server(node: Node) -> Iterator[str]:
     server = create_server(app, host="127.0.0.1", port=0, threads=16, ident="edge-node-test")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{server.effective_port}"
     stop_streams(app)
-    wait_for(lambda: server.task_dispatcher.active_count == 0,  # type: ignore[union-attr]
+    wait_for(lambda: server.task_dispatcher.active_count == 0,
              10 * POLL_S, "open streams to notice the stop and end")
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
     server.close()
