@@ -27,12 +27,12 @@ from hq import resume
 from hq.store import HQDatabase
 from sync import envelope, topics
 from sync.chain import entry_hash
+from sync.changes import OPS
 from sync.hlc import HLCError, Timestamp
 from sync.merge import State, merge, node_writes, policy_for
 
 log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
-OPS = ("insert", "update", "delete")
 MAX_RECORDS = 20_000
 SAMPLE_BYTES = 2048
 
