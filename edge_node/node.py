@@ -7,10 +7,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.ids import business_date, iso, utcnow
 from edge_node.login_throttle import LoginThrottle
 from edge_node.session_cache import SessionCache
@@ -26,17 +27,17 @@ T = TypeVar("T")
 KEY_FILE_NAME = "node.key"
 
 
-def key_path(settings: dict[str, Any]) -> Path:
+def key_path(settings: Settings) -> Path:
     """Where the key file lives: the setting, or <data_dir>/node.key."""
     return Path(settings["key_file"] or Path(settings["data_dir"]) / KEY_FILE_NAME)
 
 
-def db_path(settings: dict[str, Any]) -> Path:
+def db_path(settings: Settings) -> Path:
     """Path of the node database."""
     return Path(settings["data_dir"]) / DB_FILE_NAME
 
 
-def load_keys(settings: dict[str, Any]) -> NodeKeys:
+def load_keys(settings: Settings) -> NodeKeys:
     """Read the key file (also needed when the DB itself is unencrypted, for PII)."""
     return load_key_file(key_path(settings))
 
@@ -44,7 +45,7 @@ def load_keys(settings: dict[str, Any]) -> NodeKeys:
 class Node:
     """One process's handle on the node: a writer thread plus per-thread readers."""
 
-    def __init__(self, settings: dict[str, Any], now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, settings: Settings, now: Callable[[], datetime] = utcnow) -> None:
         """Open the database (migrating it) and start the writer."""
         self.settings = settings
         self.now = now

@@ -7,13 +7,12 @@ import sqlite3
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
 from edge_node.bootstrap import InitError, init_node
-from edge_node.config import load_settings
+from edge_node.config import Settings, load_settings
 from edge_node.node import Node, db_path, key_path
 from edge_node.store.db import StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, create_key_file, load_key_file
@@ -75,7 +74,7 @@ def test_key_file_is_never_overwritten(tmp_path: Path) -> None:
         create_key_file(path)
 
 
-def test_init_refuses_an_existing_node(settings: dict[str, Any]) -> None:
+def test_init_refuses_an_existing_node(settings: Settings) -> None:
     """Init never touches a database that exists."""
     before = db_path(settings).read_bytes()
     with pytest.raises(InitError, match="exists already"):

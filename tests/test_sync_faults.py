@@ -44,6 +44,7 @@ import sync.agent as agent_module
 from edge_node import __version__
 from edge_node.api import create_app
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.replication.port import ACKED_KEY, NodeOutbox
 from edge_node.store.db import DB_FILE_NAME, open_database
@@ -457,7 +458,7 @@ def wait_part_synced(port: NodeOutbox, rng: random.Random, context: str) -> None
 
 # -- 1. the node dies ---------------------------------------------------------------------------
 @pytest.mark.slow
-def test_node_kill_9_mid_sync(tmp_path: Path, env: SyncEnv, settings: dict[str, Any],
+def test_node_kill_9_mid_sync(tmp_path: Path, env: SyncEnv, settings: Settings,
                               seed: int, record_property: Any) -> None:
     """`edge-node serve` killed -9 at random moments while it issues tickets and syncs."""
     rng = random.Random(seed)

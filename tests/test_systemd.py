@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from edge_node.cli.install import HQ_UNITS, NODE_UNITS, TEMPLATE_BIN_DIR, default_bin_dir
 from edge_node.cli.main import main
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.service.systemd_notify import (
     ServiceNotifier,
@@ -141,7 +142,7 @@ def collect(sock: socket.socket, seen: list[str]) -> list[str]:
 
 
 def test_serve_notifies_ready_watchdog_and_stopping(
-        settings: dict[str, Any], notify_socket: tuple[socket.socket, str]) -> None:
+        settings: Settings, notify_socket: tuple[socket.socket, str]) -> None:
     """The real `edge-node serve`: READY=1 once listening, pings, STOPPING=1 on SIGTERM."""
     sock, path = notify_socket
     port = free_port()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from edge_node import __version__
-from edge_node.config import SETTINGS, ConfigError, load_settings
+from edge_node.config import SETTINGS, ConfigError, Settings, load_settings
 from edge_node.errors import EdgeError
 from edge_node.node import Node
 from edge_node.store.db import StoreError
@@ -35,7 +35,7 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(getattr(exc, "message", None) or str(exc)) from exc
 
 
-def settings_of(ctx: click.Context, **overrides: Any) -> dict[str, Any]:
+def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
     """Settings for this invocation (global options, file, environment, overrides)."""
     opts = ctx.find_root().params
     with user_errors():
@@ -108,7 +108,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 
     Example: EDGE_NODE_PORT=9000 edge-node config show
     """
-    values = settings_of(ctx)
+    values: Mapping[str, object] = settings_of(ctx)
     rows = [{"name": s.name, "value": values[s.name], "default": s.default, "help": s.help}
             for s in SETTINGS]
     if as_json:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlite_utils import Database
 
 from certs.hostnames import server_names
+from edge_node.config import Settings
 from edge_node.ids import iso, parse_iso, utcnow
 from edge_node.node import Node, db_path, key_path
 from edge_node.replication.runtime import is_enrolled, sync_dir
@@ -83,7 +84,7 @@ class Thresholds:
     broker_timeout_s: float = BROKER_TIMEOUT_S
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Thresholds:
+    def from_settings(cls, settings: Settings) -> Thresholds:
         """The doctor_* settings, defaulting to the constants above."""
         return cls(
             disk_warn_bytes=settings.get("doctor_disk_warn_mib", DISK_WARN_MIB) * MIB,
@@ -122,7 +123,7 @@ def _run_systemctl(args: list[str]) -> str:
 class Doctor:
     """The node under examination, seen through one read-only connection."""
 
-    def __init__(self, settings: dict[str, Any], now: Callable[[], dt.datetime] = utcnow,
+    def __init__(self, settings: Settings, now: Callable[[], dt.datetime] = utcnow,
                  thresholds: Thresholds | None = None,
                  systemctl: Callable[[list[str]], str] | None = _run_systemctl,
                  systemd_running: bool | None = None) -> None:
@@ -556,7 +557,7 @@ def check_backlog(doc: Doctor) -> Result:
     return Result("backlog", PASS, finding)
 
 
-def _backup_dir(settings: dict[str, Any]) -> Path:
+def _backup_dir(settings: Settings) -> Path:
     """Where backups are kept: the backup_dir setting if there is one, else <data_dir>/backups."""
     return Path(settings.get("backup_dir") or Path(settings["data_dir"]) / "backups")
 
@@ -600,7 +601,7 @@ CHECKS: tuple[tuple[str, Callable[[Doctor], Result]], ...] = (
 )
 
 
-def run_checks(settings: dict[str, Any], **options: Any) -> list[Result]:
+def run_checks(settings: Settings, **options: Any) -> list[Result]:
     """Examine the node; `options` go to Doctor (now, thresholds, systemctl...)."""
     doc = Doctor(settings, **options)
     try:

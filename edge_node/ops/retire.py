@@ -14,8 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from edge_node.config import Settings
 from edge_node.node import db_path, key_path
 from edge_node.ops.backup import backup_dir, db_keys, list_backups, manifest_path, write_atomic
 from edge_node.replication.port import ACKED_KEY
@@ -57,7 +57,7 @@ class Readiness:
         return self.stranded == 0
 
 
-def readiness(settings: dict[str, Any], keys: NodeKeys) -> Readiness:
+def readiness(settings: Settings, keys: NodeKeys) -> Readiness:
     """Unsynced records and how far they were exported (StoreError when unreadable)."""
     exported = exported_through(Path(settings["data_dir"]))
     db = open_database(db_path(settings), db_keys(settings, keys))
@@ -74,7 +74,7 @@ def readiness(settings: dict[str, Any], keys: NodeKeys) -> Readiness:
     return Readiness(meta["node_id"], count, first, last, exported, stranded)
 
 
-def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
+def wipe(settings: Settings, node_id: str | None) -> list[Path]:
     """Overwrite and remove the key files; remove database, WAL, backups and sync keys."""
     data_dir = Path(settings["data_dir"])
     removed: list[Path] = []

@@ -6,9 +6,10 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from edge_node import __version__
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.replication.port import NodeOutbox
 from sync.agent import Agent
@@ -18,12 +19,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "sync.lock"
 
 
-def sync_dir(settings: dict[str, Any]) -> Path:
+def sync_dir(settings: Settings) -> Path:
     """The node's sync directory."""
     return Path(settings["sync_dir"] or Path(settings["data_dir"]) / "sync")
 
 
-def is_enrolled(settings: dict[str, Any]) -> bool:
+def is_enrolled(settings: Settings) -> bool:
     """True when the sync directory holds a node certificate."""
     return (sync_dir(settings) / "node.pem").exists()
 
@@ -31,7 +32,7 @@ def is_enrolled(settings: dict[str, Any]) -> bool:
 class SyncLock:
     """One agent per node: two MQTT clients with the same id would evict each other."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Lock file inside the data directory."""
         self.path = Path(settings["data_dir"]) / LOCK_NAME
         self._handle: IO[str] | None = None

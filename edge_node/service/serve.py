@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from waitress.server import create_server
 
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.replication.runtime import SyncLock, start_agent
 from edge_node.service.jobs import add_jobs
@@ -28,7 +28,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Stop(0)
 
 
-def run_server(settings: dict[str, Any]) -> None:
+def run_server(settings: Settings) -> None:
     """Run until SIGTERM or Ctrl-C; every acknowledged write is durable before exit."""
     logging.basicConfig(level=settings["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import io
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,8 @@ def technician() -> Response:
     module = _doctor_module()
     results, error = (_run_doctor(module) if module is not None and request.method == "POST"
                       else ([], None))
-    settings = [(s.name, n.settings[s.name], s.help) for s in SETTINGS
+    values: Mapping[str, object] = n.settings
+    settings = [(s.name, values[s.name], s.help) for s in SETTINGS
                 if s.name not in HIDDEN_SETTINGS]
     return render("technician.html", version=__version__, node_id=n.node_id,
                   center_id=n.center_id, settings=settings, doctor=module is not None,

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from waitress.server import create_server
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node.config import Settings
 from edge_node.node import Node
 from local_ui import create_app
 from local_ui.live import POLL_S, stop_streams
@@ -34,7 +35,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
+def node(settings: Settings, clock: FakeClock) -> Iterator[Node]:
     """The demo node on the shiftable clock (overrides conftest's `node`)."""
     opened = Node(settings, now=clock)
     yield opened
