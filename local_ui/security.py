@@ -96,13 +96,16 @@ def add_headers(response: Response) -> Response:
 
 def node() -> Node:
     """The Node of the running app."""
-    return cast(Node, current_app.extensions["edge_node"])
+    found = current_app.extensions["edge_node"]
+    if not isinstance(found, Node):
+        raise RuntimeError("the app was not created over a Node (edge_node.api.create_app)")
+    return found
 
 
 def current_staff() -> dict[str, Any] | None:
     """The logged-in staff member, or None (an idle-expired session is ended here)."""
     if "staff" in g:
-        return cast("dict[str, Any] | None", g.staff)
+        return _staff_of_request()
     token = session.get("token")
     g.staff = None
     if isinstance(token, str):
@@ -117,7 +120,13 @@ def current_staff() -> dict[str, Any] | None:
         if stale and not _passive(found):
             n.write(lambda db: staff_domain.touch_session(db, token, now))
         g.staff = found
-    return cast("dict[str, Any] | None", g.staff)
+    return _staff_of_request()
+
+
+def _staff_of_request() -> dict[str, Any] | None:
+    """What current_staff() stored on `g` for this request (a staff row or None)."""
+    staff: dict[str, Any] | None = g.staff
+    return staff
 
 
 def _passive(staff: dict[str, Any]) -> bool:

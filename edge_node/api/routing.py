@@ -45,7 +45,9 @@ NOT_UNICODE = "request body: text must be valid Unicode (a lone surrogate is not
 
 def node() -> Node:
     """The Node of the running app."""
-    found: Node = current_app.extensions["edge_node"]
+    found = current_app.extensions["edge_node"]
+    if not isinstance(found, Node):
+        raise RuntimeError("the app was not created over a Node (create_app)")
     return found
 
 
