@@ -41,6 +41,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import zstandard
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.sync_backlog import fill_outbox
 from edge_node.config import load_settings
@@ -202,7 +203,7 @@ def publisher_child(path: str, port: str, node_dir: str, topic: str) -> None:
 
 def tls_client(client_id: str, cafile: Path, certfile: Path, keyfile: Path) -> mqtt.Client:
     """A bare paho MQTT 5 client over TLS, with sync.transport's in-flight limit."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(cafile), certfile=str(certfile), keyfile=str(keyfile))
     client.max_inflight_messages_set(MAX_INFLIGHT)

@@ -27,6 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from paho.mqtt.enums import CallbackAPIVersion
 
 from certs.broker import ADMIN_USER, CONTROL_RESPONSE, CONTROL_TOPIC
 from certs.layout import CA_CERT
@@ -95,7 +96,7 @@ def send(endpoint: AdminEndpoint, commands: list[dict[str, Any]],
     failure: list[str] = []
     done = threading.Event()
     pin = _pinned(endpoint.keys)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
                          client_id=f"{ADMIN_USER}-{os.getpid()}", protocol=mqtt.MQTTv5)
     client.tls_set_context(_context(endpoint.keys))
 

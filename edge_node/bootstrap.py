@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.domain import counters, staff
 from edge_node.domain.catalog import apply_catalog, load_seed
 from edge_node.errors import ValidationError
@@ -38,7 +39,7 @@ class InitError(RuntimeError):
     """The node cannot be initialised as asked."""
 
 
-def init_node(settings: dict[str, Any], center_id: str) -> dict[str, Any]:
+def init_node(settings: Settings, center_id: str) -> dict[str, Any]:
     """Create everything a node needs; refuse to touch an existing node."""
     if not CENTER_ID.fullmatch(center_id):
         raise ValidationError("center id: 2-16 capital letters, digits or '-', e.g. ISB-01")

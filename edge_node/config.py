@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 ENV_PREFIX = "EDGE_NODE_"
 CONFIG_FILE_NAME = "edge-node.toml"
@@ -80,10 +80,67 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
+
+class Settings(TypedDict):
+    """Every setting's value, typed: what `load_settings` returns and `Node.settings` holds.
+
+    One field per entry of SETTINGS, of its default's type (tests/test_config.py checks it).
+    """
+
+    data_dir: str
+    center_id: str
+    key_file: str
+    encrypt_db: bool
+    host: str
+    port: int
+    threads: int
+    max_body_bytes: int
+    writer_batch_max: int
+    session_idle_minutes: int
+    login_max_failures: int
+    lockout_minutes: int
+    no_show_grace_minutes: int
+    priority_ratio: int
+    kpi_snapshot_hour: int
+    expiry_job_seconds: int
+    timezone: str
+    sync_enabled: bool
+    sync_dir: str
+    log_level: str
+    doctor_disk_warn_mib: int
+    doctor_disk_warn_percent: int
+    doctor_disk_fail_mib: int
+    doctor_broker_timeout_seconds: int
+    backup_hour: int
+    backup_keep: int
+    backup_dir: str
+
+
+def is_settings(values: Mapping[str, Any]) -> TypeGuard[Settings]:
+    """True when `values` has every declared setting, each of its declared type."""
+    return all(name in values and _fits(setting, values[name])
+               for name, setting in SETTINGS_BY_NAME.items())
+
+
+def as_settings(values: Mapping[str, Any]) -> Settings:
+    """`values` as Settings, or ConfigError naming the first missing or mistyped setting."""
+    if not is_settings(values):
+        wrong = next(name for name, setting in SETTINGS_BY_NAME.items()
+                     if name not in values or not _fits(setting, values[name]))
+        kind = SETTINGS_BY_NAME[wrong].kind.__name__
+        raise ConfigError(f"setting '{wrong}' is missing or not {kind}")
+    return values
+
+
+def _fits(setting: Setting, value: Any) -> bool:
+    """`value` has the setting's type (a bool is no int here)."""
+    return isinstance(value, setting.kind) and not (setting.kind is int and isinstance(value, bool))
+
+
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
     """Convert `raw` to the setting's type or raise ConfigError naming `source`."""
     kind = setting.kind
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+    if _fits(setting, raw):
         return raw
     if isinstance(raw, str):
         text = raw.strip()
@@ -136,7 +193,7 @@ def load_settings(
     config_file: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Settings:
     """Return every setting's value: defaults < TOML < environment < overrides."""
     env = dict(os.environ if environ is None else environ)
     values = {s.name: s.default for s in SETTINGS}
@@ -151,7 +208,7 @@ def load_settings(
     if data_dir:
         values["data_dir"] = data_dir
     _check_ranges(values)
-    return values
+    return as_settings(values)
 
 
 def _check_ranges(values: Mapping[str, Any]) -> None:

@@ -45,7 +45,7 @@ class LoginThrottle:
         extra = len(recent) - FREE_FAILURES
         if extra < 0:
             return 0.0
-        delay = min(BACKOFF_BASE_S * 2 ** extra, BACKOFF_MAX_S)
+        delay = min(BACKOFF_BASE_S * 2.0 ** extra, BACKOFF_MAX_S)
         return max(0.0, delay - (now - recent[-1]).total_seconds())
 
     def failed(self, client: str, now: datetime) -> None:

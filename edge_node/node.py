@@ -7,10 +7,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.ids import business_date, iso, utcnow
 from edge_node.login_throttle import LoginThrottle
 from edge_node.paths import db_path, key_path
@@ -26,7 +27,7 @@ from sync.hlc import Clock
 T = TypeVar("T")
 
 
-def load_keys(settings: dict[str, Any]) -> NodeKeys:
+def load_keys(settings: Settings) -> NodeKeys:
     """Read the key file (also needed when the DB itself is unencrypted, for PII)."""
     return load_key_file(key_path(settings))
 
@@ -34,7 +35,7 @@ def load_keys(settings: dict[str, Any]) -> NodeKeys:
 class Node:
     """One process's handle on the node: a writer thread plus per-thread readers."""
 
-    def __init__(self, settings: dict[str, Any], now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, settings: Settings, now: Callable[[], datetime] = utcnow) -> None:
         """Open the database (migrating it) and start the writer."""
         self.settings = settings
         self.now = now

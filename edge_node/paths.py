@@ -11,12 +11,10 @@ otherwise).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from certs.files import write_atomic
 from certs.layout import NODE_CERT
-
-Settings = dict[str, Any]
+from edge_node.config import Settings
 
 DB_FILE_NAME = "node.db"
 KEY_FILE_NAME = "node.key"

@@ -28,12 +28,12 @@ from hq.downstream import realign
 from hq.store import HQDatabase, utc_now
 from sync import envelope
 from sync.chain import entry_hash
+from sync.changes import OPS
 from sync.hlc import HLCError, Timestamp
 from sync.merge import State, merge, node_writes, policy_for
 
 log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
-OPS = ("insert", "update", "delete")
 MAX_RECORDS = 20_000
 SAMPLE_BYTES = 2048
 

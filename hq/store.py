@@ -21,11 +21,11 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import sqlcipher3
@@ -67,6 +67,8 @@ KEY_SUFFIX = ".key"
 KEY_BYTES = 32
 TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
 LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -117,7 +119,7 @@ class HQDatabase:
             raise
         self.conn.execute("COMMIT")
 
-    def retrying(self, fn: Any) -> Any:
+    def retrying(self, fn: Callable[[HQDatabase], T]) -> T:
         """Run `fn(self)` in a transaction, retrying deadlocks and busy errors."""
         for attempt in range(RETRIES):
             try:

@@ -103,7 +103,7 @@ def node() -> Node:
 def current_staff() -> dict[str, Any] | None:
     """The logged-in staff member, or None (an idle-expired session is ended here)."""
     if "staff" in g:
-        return cast("dict[str, Any] | None", g.staff)
+        return _staff_of_request()
     token = session.get("token")
     g.staff = None
     if isinstance(token, str):
@@ -118,7 +118,13 @@ def current_staff() -> dict[str, Any] | None:
         if stale and not _passive(found):
             n.write(lambda db: staff_domain.touch_session(db, token, now))
         g.staff = found
-    return cast("dict[str, Any] | None", g.staff)
+    return _staff_of_request()
+
+
+def _staff_of_request() -> dict[str, Any] | None:
+    """What current_staff() stored on `g` for this request (a staff row or None)."""
+    staff: dict[str, Any] | None = g.staff
+    return staff
 
 
 def _passive(staff: dict[str, Any]) -> bool:

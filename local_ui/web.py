@@ -15,7 +15,7 @@ from edge_node.api import errors as api_errors
 from edge_node.domain import roles
 from edge_node.errors import EdgeError
 from local_ui import i18n
-from local_ui.security import current_staff, is_api, node
+from local_ui.security import DEVICE_ROLES, current_staff, is_api, node
 
 T = TypeVar("T")
 bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/assets",
@@ -63,7 +63,7 @@ def init_app(app: Flask) -> None:
 def nav() -> list[Screen]:
     """Screens the logged-in staff member may open."""
     staff = current_staff()
-    if staff is None or staff["role"] in i18n.DEVICE_ROLES:
+    if staff is None or staff["role"] in DEVICE_ROLES:
         return []
     return [s for s in SCREENS if staff["role"] in s.roles]
 

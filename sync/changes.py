@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sync.hlc import Clock
 
 OUTBOX_TABLE = "sync_outbox"
 HLC_FUNCTION = "sync_hlc"
-OPS = ("insert", "update", "delete")
+Op = Literal["insert", "update", "delete"]
+OPS: tuple[Op, ...] = ("insert", "update", "delete")
 
 OUTBOX_DDL = f"""
 CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
@@ -53,7 +54,7 @@ class Change:
     hlc: str
     table: str
     pk: str
-    op: str
+    op: Op
     data: dict[str, Any] | None
 
 

@@ -23,11 +23,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
+
+from sync.changes import Op
 
 FIELD_CLOCKS = "field_hlc"
 # Bookkeeping columns differ between any two edits; a differing value there is no conflict.
 NOT_CONFLICTS = frozenset({"id", "created_at", "updated_at", FIELD_CLOCKS})
+
+# The policies of the module docstring.
+MergeKind = Literal["owned", "field_lww", "lattice"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Policy:
     HQ indexes to verify the chain.
     """
 
-    kind: str  # owned | field_lww | lattice
+    kind: MergeKind
     lattice_field: str | None = None
     ranks: Mapping[str, int] = field(default_factory=dict)
     cross_node_writable: bool = False
@@ -163,7 +168,7 @@ def _wins(pol: Policy, name: str, new: Any, new_clock: str, old: Any, old_clock:
     return new_clock > old_clock
 
 
-def merge(state: State, pol: Policy, op: str, data: Mapping[str, Any] | None,
+def merge(state: State, pol: Policy, op: Op, data: Mapping[str, Any] | None,
           hlc: str) -> tuple[State, list[Conflict]]:
     """Apply one change to a state; returns the new state and its current conflicts."""
     out = State(dict(state.values), dict(state.clocks), state.tombstone, dict(state.bases),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
@@ -15,7 +14,7 @@ from flask.testing import FlaskClient
 from edge_node.api import create_app
 from edge_node.api.openapi import build_openapi, openapi_path
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, init_node, load_demo
-from edge_node.config import load_settings
+from edge_node.config import Settings, load_settings
 from edge_node.node import Node
 from tests.helpers import FakeClock
 
@@ -37,7 +36,7 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, template_dir: Path) -> dict[str, Any]:
+def settings(tmp_path: Path, template_dir: Path) -> Settings:
     """Settings of a fresh copy of the demo node in a temporary data directory."""
     data_dir = tmp_path / "node"
     shutil.copytree(template_dir, data_dir)
@@ -45,7 +44,7 @@ def settings(tmp_path: Path, template_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(settings: dict[str, Any]) -> Iterator[Node]:
+def node(settings: Settings) -> Iterator[Node]:
     """An initialised node with demo staff and counters (encrypted database)."""
     opened = Node(settings)
     yield opened
@@ -59,7 +58,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def clocked_node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
+def clocked_node(settings: Settings, clock: FakeClock) -> Iterator[Node]:
     """The demo node running on the fake `clock`; modules alias it as `node`."""
     opened = Node(settings, now=clock)
     yield opened

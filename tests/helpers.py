@@ -38,7 +38,7 @@ def console_script(name: str) -> str:
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, *,
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, *,
              stop: Callable[[], str | None] | None = None,
              detail: Callable[[], str] | None = None,
              interval: float = POLL_INTERVAL_S) -> T:

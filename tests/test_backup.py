@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from edge_node.bootstrap import init_node
 from edge_node.cli.main import main
-from edge_node.config import ConfigError, load_settings
+from edge_node.config import ConfigError, Settings, load_settings
 from edge_node.node import Node, load_keys
 from edge_node.ops.backup import (
     Backup,
@@ -45,7 +46,7 @@ def scalar(node: Node, sql: str, params: list[Any] | None = None) -> Any:
     return node.reader().execute(sql, params or []).fetchone()[0]
 
 
-def cli(settings: dict[str, Any], *args: str, stdin: str | None = None) -> Any:
+def cli(settings: Mapping[str, Any], *args: str, stdin: str | None = None) -> Any:
     """Run `edge-node --data-dir <node> ARGS` in-process."""
     return CliRunner().invoke(main, ["--data-dir", settings["data_dir"], *args], input=stdin)
 
@@ -155,7 +156,7 @@ def test_daily_job_backs_up_and_rotates(node: Node) -> None:
         add_jobs(BackgroundScheduler(timezone="Asia/Karachi"), node)
 
 
-def fingerprint(settings: dict[str, Any]) -> tuple[str, list[str]]:
+def fingerprint(settings: Settings) -> tuple[str, list[str]]:
     """The database's bytes and the data directory's listing: equal means nothing changed."""
     names = set(os.listdir(settings["data_dir"])) - {"sync.lock"}  # the lock file is harmless
     return sha256_of(db_path(settings)), sorted(names)
@@ -223,14 +224,14 @@ def test_damaged_backup_is_refused(made: Backup, node: Node, fix_checksum: bool)
 
 
 @pytest.fixture
-def other_node(tmp_path: Path) -> dict[str, Any]:
+def other_node(tmp_path: Path) -> Settings:
     """Settings of a second, separately initialised node (its own key)."""
     settings = load_settings(str(tmp_path / "other"), environ={})
     init_node(settings, "LHR-02")
     return settings
 
 
-def test_foreign_backup_is_refused(node: Node, other_node: dict[str, Any]) -> None:
+def test_foreign_backup_is_refused(node: Node, other_node: Settings) -> None:
     """Another node's backup is refused by id, and with a forged manifest by the key."""
     foreign = create_backup(other_node, load_keys(other_node))
     settings, own_id = node.settings, node.node_id

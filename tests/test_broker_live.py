@@ -20,12 +20,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner, Result
+from paho.mqtt.enums import CallbackAPIVersion
 
 from certs.authority import init_authority
 from certs.enroll import make_request
 from hq.cli.main import main as hq_cli
 from sync import topics
-from tests.test_sync_e2e import wait_for
+from tests.helpers import wait_for
 from tests.tls_broker import MOSQUITTO, free_port
 
 pytestmark = pytest.mark.broker
@@ -98,7 +99,7 @@ class Client:
         self.disconnects = 0
         self.messages: list[str] = []
         self.codes: dict[int, int] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(fleet.keys / "ca.pem"), certfile=str(certfile),
                             keyfile=str(keyfile))
@@ -116,6 +117,7 @@ class Client:
     def subscribe(self, topic: str) -> int:
         """SUBACK reason code."""
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         wait_for(lambda: mid in self.codes, 10, f"SUBACK for {topic}")
         return self.codes[mid]
 
@@ -133,7 +135,7 @@ class Client:
 
 def _refused(fleet: Fleet, certfile: Path, keyfile: Path) -> bool:
     """Whether a fresh connection with this certificate gets no session within 3 s."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(fleet.keys / "ca.pem"), certfile=str(certfile),
                    keyfile=str(keyfile))
     try:

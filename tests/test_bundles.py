@@ -376,7 +376,7 @@ def test_bundle_and_mqtt_together_never_duplicate(env: SyncEnv, node: Node,
     worker.start()
     agents: list[Agent] = []
     try:
-        agents.append(Agent(FirstPart(port, half), identity, __version__))  # type: ignore[arg-type]
+        agents.append(Agent(FirstPart(port, half), identity, __version__))
         agents[-1].start()
         wait_for(lambda: port.acked_seq() == half, 60, "the first half over MQTT")
         agents[-1].stop()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from click.testing import CliRunner
 
 from edge_node.cli.main import main
-from edge_node.config import SETTINGS, ConfigError, load_settings
+from edge_node.config import SETTINGS, ConfigError, Settings, as_settings, load_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -68,3 +69,19 @@ def test_bad_config_is_one_line_in_the_cli(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Error:" in result.output and "Traceback" not in result.output
     assert "setting 'port' must be int" in result.output
+
+
+def test_settings_type_declares_every_setting_with_its_type() -> None:
+    """The Settings TypedDict and the SETTINGS table name the same settings, same types."""
+    assert get_type_hints(Settings) == {s.name: s.kind for s in SETTINGS}
+
+
+def test_as_settings_refuses_a_missing_or_mistyped_setting(tmp_path: Path) -> None:
+    """Only a complete mapping of well-typed values becomes Settings (a bool is no int)."""
+    good = load_settings(str(tmp_path), environ={})
+    assert as_settings(dict(good)) == good
+    missing = {k: v for k, v in good.items() if k != "port"}
+    with pytest.raises(ConfigError, match="'port' is missing or not int"):
+        as_settings(missing)
+    with pytest.raises(ConfigError, match="'port' is missing or not int"):
+        as_settings({**good, "port": True})

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import files, pki
 from edge_node.cli.main import main
-from edge_node.config import SETTINGS_BY_NAME
+from edge_node.config import SETTINGS_BY_NAME, Settings
 from edge_node.node import Node
 from edge_node.ops import checkup, node_checks
 from edge_node.ops import doctor as doc_mod
@@ -28,9 +28,10 @@ from edge_node.ops.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresho
 from tests.tls_broker import TLSBroker, free_port
 
 NODE_DAYS = 90
+CA = tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
-def check(settings: dict[str, Any], name: str, **options: Any) -> Result:
+def check(settings: Settings, name: str, **options: Any) -> Result:
     """Run every check (as the CLI does) and return the one called `name`."""
     options.setdefault("systemctl", None)
     results = {r.check: r for r in run_checks(settings, **options)}
@@ -43,12 +44,12 @@ def utc(**delta: float) -> dt.datetime:
 
 
 @pytest.fixture
-def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def ca() -> CA:
     """A fleet CA."""
     return pki.create_ca()
 
 
-def enroll(settings: dict[str, Any], ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+def enroll(settings: Settings, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
            *, port: int = 1, not_before: dt.datetime | None = None, days: int = NODE_DAYS,
            trust: x509.Certificate | None = None, host: str = "localhost") -> Path:
     """Write the sync files the doctor reads: node key/cert, CA, broker address."""
@@ -65,7 +66,7 @@ def enroll(settings: dict[str, Any], ca_key: ec.EllipticCurvePrivateKey, ca_cert
 
 
 # -- key file, encryption, database ------------------------------------------------------
-def test_key_file_pass_and_wrong_permissions(settings: dict[str, Any]) -> None:
+def test_key_file_pass_and_wrong_permissions(settings: Settings) -> None:
     """0600 passes; group/other bits fail with the chmod fix."""
     assert check(settings, "key-file").status == PASS
     key = Path(settings["data_dir"]) / "node.key"
@@ -76,7 +77,7 @@ def test_key_file_pass_and_wrong_permissions(settings: dict[str, Any]) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
-def test_key_file_wrong_owner(settings: dict[str, Any]) -> None:
+def test_key_file_wrong_owner(settings: Settings) -> None:
     """A key owned by someone other than the node's account or root fails."""
     key = Path(settings["data_dir"]) / "node.key"
     os.chown(key, 4321, 4321)
@@ -85,7 +86,7 @@ def test_key_file_wrong_owner(settings: dict[str, Any]) -> None:
     assert result.fix.startswith("chown ")
 
 
-def test_missing_key_file_fails(settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+def test_missing_key_file_fails(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                 tmp_path: Path) -> None:
     """No key file (and no sealed credential): FAIL naming the path."""
     monkeypatch.setattr(node_checks, "CREDSTORE_KEY", tmp_path / "none")
@@ -95,7 +96,7 @@ def test_missing_key_file_fails(settings: dict[str, Any], monkeypatch: pytest.Mo
 
 
 def test_sealed_key_is_a_warning_with_the_sandbox_command(
-        settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """When the key is a systemd credential, the fix is the systemd-run command."""
     sealed = tmp_path / "edge-node-key"
     sealed.write_bytes(b"sealed")
@@ -105,7 +106,7 @@ def test_sealed_key_is_a_warning_with_the_sandbox_command(
     assert result.status == WARN and "systemd-run" in result.fix
 
 
-def test_database_pass_then_tampered_file_fails(settings: dict[str, Any]) -> None:
+def test_database_pass_then_tampered_file_fails(settings: Settings) -> None:
     """Flipping bytes inside an encrypted page is caught (HMAC / integrity check)."""
     assert check(settings, "database").status == PASS
     assert check(settings, "encryption").status == PASS
@@ -119,7 +120,7 @@ def test_database_pass_then_tampered_file_fails(settings: dict[str, Any]) -> Non
     assert check(settings, "backlog").status == SKIP  # nothing else reads a bad database
 
 
-def test_plaintext_database_fails_encryption(settings: dict[str, Any]) -> None:
+def test_plaintext_database_fails_encryption(settings: Settings) -> None:
     """A plaintext SQLite file where an encrypted one is expected."""
     path = Path(settings["data_dir"]) / "node.db"
     for side in path.parent.glob("node.db-*"):
@@ -129,7 +130,7 @@ def test_plaintext_database_fails_encryption(settings: dict[str, Any]) -> None:
     assert check(settings, "database").status == FAIL
 
 
-def test_unencrypted_development_database_warns(settings: dict[str, Any]) -> None:
+def test_unencrypted_development_database_warns(settings: Settings) -> None:
     """encrypt_db = false is a warning: development only."""
     assert check({**settings, "encrypt_db": False}, "encryption").status == WARN
 
@@ -150,7 +151,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_full_disk_fails(settings: dict[str, Any], small_disk: Path) -> None:
+def test_full_disk_fails(settings: Settings, small_disk: Path) -> None:
     """A real tiny filesystem: less than 100 MiB free is a failure."""
     data_dir = small_disk / "node"
     shutil.copytree(settings["data_dir"], data_dir)
@@ -158,7 +159,7 @@ def test_full_disk_fails(settings: dict[str, Any], small_disk: Path) -> None:
     assert result.status == FAIL and "MiB free" in result.finding
 
 
-def test_disk_thresholds_from_settings(settings: dict[str, Any]) -> None:
+def test_disk_thresholds_from_settings(settings: Settings) -> None:
     """The same verdicts through the doctor_disk_* settings (no mount needed)."""
     assert check(settings, "disk", thresholds=Thresholds(
         disk_warn_bytes=1, disk_warn_fraction=0, disk_fail_bytes=0)).status == PASS
@@ -178,7 +179,7 @@ def test_doctor_settings_default_to_the_named_constants() -> None:
 
 
 # -- clock ----------------------------------------------------------------------------------
-def _write_something(settings: dict[str, Any]) -> None:
+def _write_something(settings: Settings) -> None:
     """One outbox record (a staff account) stamped with the current HLC."""
     from edge_node.domain.staff import create_staff
 
@@ -190,7 +191,7 @@ def _write_something(settings: dict[str, Any]) -> None:
         node.close()
 
 
-def test_clock_behind_the_newest_stored_hlc_fails(settings: dict[str, Any]) -> None:
+def test_clock_behind_the_newest_stored_hlc_fails(settings: Settings) -> None:
     """A system clock an hour before the newest stored timestamp: FAIL."""
     _write_something(settings)
     assert check(settings, "clock").status == WARN  # fine, but skew against HQ unknown
@@ -199,7 +200,7 @@ def test_clock_behind_the_newest_stored_hlc_fails(settings: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize(("skew_s", "status"), [(5, PASS), (600, WARN), (7200, FAIL)])
-def test_clock_skew_against_hq(settings: dict[str, Any], skew_s: float, status: str) -> None:
+def test_clock_skew_against_hq(settings: Settings, skew_s: float, status: str) -> None:
     """When HQ's time was recorded, the skew decides."""
     from edge_node.ids import iso
 
@@ -213,7 +214,7 @@ def test_clock_skew_against_hq(settings: dict[str, Any], skew_s: float, status: 
 
 
 # -- certificate, CRL, broker ---------------------------------------------------------------
-def test_not_enrolled_reports_enrollment_checks_as_warnings(settings: dict[str, Any]) -> None:
+def test_not_enrolled_reports_enrollment_checks_as_warnings(settings: Settings) -> None:
     """Certificate, CRL and broker: WARN "not enrolled" with the enroll command as the fix."""
     for name in ("certificate", "crl", "broker"):
         result = check(settings, name)
@@ -221,28 +222,28 @@ def test_not_enrolled_reports_enrollment_checks_as_warnings(settings: dict[str, 
         assert "edge-node enroll request" in result.fix
 
 
-def test_certificate_pass(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_pass(settings: Settings, ca: CA) -> None:
     """A fresh certificate from the CA in the sync directory passes."""
     enroll(settings, *ca)
     result = check(settings, "certificate")
     assert result.status == PASS and "valid until" in result.finding
 
 
-def test_expired_certificate_fails(settings: dict[str, Any], ca: Any) -> None:
+def test_expired_certificate_fails(settings: Settings, ca: CA) -> None:
     """Issued ten days ago for one day: expired."""
     enroll(settings, *ca, not_before=utc(days=-10), days=1)
     result = check(settings, "certificate")
     assert result.status == FAIL and "expired" in result.finding
 
 
-def test_certificate_in_its_last_third_warns(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_in_its_last_third_warns(settings: Settings, ca: CA) -> None:
     """70 of 90 days used: renewal due."""
     enroll(settings, *ca, not_before=utc(days=-70), days=90)
     result = check(settings, "certificate")
     assert result.status == WARN and "renewal due" in result.finding
 
 
-def test_certificate_from_a_wrong_ca_fails(settings: dict[str, Any], ca: Any) -> None:
+def test_certificate_from_a_wrong_ca_fails(settings: Settings, ca: CA) -> None:
     """The sync directory's CA did not sign the node certificate."""
     _, other = pki.create_ca("Someone else's CA")
     enroll(settings, *ca, trust=other)
@@ -250,8 +251,8 @@ def test_certificate_from_a_wrong_ca_fails(settings: dict[str, Any], ca: Any) ->
     assert result.status == FAIL and "not issued by the CA" in result.finding
 
 
-def _write_crl(directory: Path, ca_key: Any, ca_cert: Any, revoked: list[int],
-               days: float) -> None:
+def _write_crl(directory: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+               revoked: list[int], days: float) -> None:
     """A CRL in the sync directory, valid for `days` from now (negative: long expired)."""
     now = utc()
     crl = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
@@ -263,7 +264,7 @@ def _write_crl(directory: Path, ca_key: Any, ca_cert: Any, revoked: list[int],
     (directory / "crl.pem").write_bytes(signed.public_bytes(serialization.Encoding.PEM))
 
 
-def test_crl_paths(settings: dict[str, Any], ca: Any) -> None:
+def test_crl_paths(settings: Settings, ca: CA) -> None:
     """No CRL: SKIP; fresh: PASS; nextUpdate passed: FAIL; our serial listed: FAIL."""
     directory = enroll(settings, *ca)
     assert check(settings, "crl").status == SKIP
@@ -286,7 +287,7 @@ def broker(tmp_path: Path) -> Iterator[TLSBroker]:
     started.stop()
 
 
-def test_broker_reachable_with_the_node_certificate(settings: dict[str, Any],
+def test_broker_reachable_with_the_node_certificate(settings: Settings,
                                                     broker: TLSBroker) -> None:
     """TLS handshake accepted by the real broker."""
     enroll(settings, broker.ca_key, broker.ca_cert, port=broker.port)
@@ -295,15 +296,15 @@ def test_broker_reachable_with_the_node_certificate(settings: dict[str, Any],
     assert "TLS handshake accepted" in result.finding
 
 
-def test_broker_refuses_a_certificate_from_another_ca(settings: dict[str, Any],
-                                                      broker: TLSBroker, ca: Any) -> None:
+def test_broker_refuses_a_certificate_from_another_ca(settings: Settings,
+                                                      broker: TLSBroker, ca: CA) -> None:
     """Our client certificate is from a CA the broker does not trust: FAIL."""
     enroll(settings, *ca, port=broker.port, trust=broker.ca_cert)
     result = check(settings, "broker")
     assert result.status == FAIL, result.line()
 
 
-def test_broker_address_the_broker_certificate_does_not_name(settings: dict[str, Any],
+def test_broker_address_the_broker_certificate_does_not_name(settings: Settings,
                                                              broker: TLSBroker) -> None:
     """broker.json says 127.0.0.1, the certificate names localhost: FAIL with the real fix.
 
@@ -319,7 +320,7 @@ def test_broker_address_the_broker_certificate_does_not_name(settings: dict[str,
     assert "re-enroll" not in result.fix
 
 
-def test_broker_unreachable_is_only_a_warning(settings: dict[str, Any], ca: Any) -> None:
+def test_broker_unreachable_is_only_a_warning(settings: Settings, ca: CA) -> None:
     """Nothing listens: WARN (the node works offline), quickly."""
     enroll(settings, *ca, port=free_port())
     started = time.monotonic()
@@ -330,7 +331,7 @@ def test_broker_unreachable_is_only_a_warning(settings: dict[str, Any], ca: Any)
 
 
 # -- backlog, backup, service ---------------------------------------------------------------
-def test_backlog_age(settings: dict[str, Any]) -> None:
+def test_backlog_age(settings: Settings) -> None:
     """A fresh record passes; seen from two (eight) days later it warns (fails)."""
     _write_something(settings)
     assert check(settings, "backlog").status == PASS
@@ -339,7 +340,7 @@ def test_backlog_age(settings: dict[str, Any]) -> None:
     assert check(settings, "backlog", now=lambda: utc(days=8)).status == FAIL
 
 
-def test_backup_age(settings: dict[str, Any]) -> None:
+def test_backup_age(settings: Settings) -> None:
     """None: WARN; fresh: PASS; three days old: WARN."""
     assert check(settings, "backup").status == WARN
     backups = Path(settings["data_dir"]) / "backups"
@@ -354,7 +355,7 @@ def test_backup_age(settings: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("state", "status"), [("active", PASS), ("inactive", WARN),
                                                ("failed", FAIL)])
-def test_service_state(settings: dict[str, Any], state: str, status: str) -> None:
+def test_service_state(settings: Settings, state: str, status: str) -> None:
     """systemctl is-active decides where systemd runs; SKIP elsewhere."""
     calls: list[list[str]] = []
 
@@ -367,7 +368,7 @@ def test_service_state(settings: dict[str, Any], state: str, status: str) -> Non
     assert check(settings, "service", systemd_running=False).status == SKIP
 
 
-def test_a_crashing_check_is_a_fail_line(settings: dict[str, Any],
+def test_a_crashing_check_is_a_fail_line(settings: Settings,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in one check never hides the others."""
     def broken(doc: Doctor) -> Result:
@@ -379,13 +380,13 @@ def test_a_crashing_check_is_a_fail_line(settings: dict[str, Any],
 
 
 # -- the command ----------------------------------------------------------------------------
-def _cli(settings: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> Any:
+def _cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> Any:
     """Run `edge-node --data-dir D doctor ARGS` (systemd detection off)."""
     return CliRunner().invoke(main, ["--data-dir", settings["data_dir"], "doctor", *args],
                               env={"EDGE_NODE_DOCTOR_BROKER_TIMEOUT_SECONDS": "1", **(env or {})})
 
 
-def test_text_output_and_exit_codes(settings: dict[str, Any], ca: Any) -> None:
+def test_text_output_and_exit_codes(settings: Settings, ca: CA) -> None:
     """One line per check; exit 1 on the worst WARN, 2 once something fails."""
     result = _cli(settings)
     lines = result.output.splitlines()
@@ -397,7 +398,7 @@ def test_text_output_and_exit_codes(settings: dict[str, Any], ca: Any) -> None:
     assert _cli(settings).exit_code == 2
 
 
-def test_exit_code_zero_when_everything_passes(settings: dict[str, Any],
+def test_exit_code_zero_when_everything_passes(settings: Settings,
                                                broker: TLSBroker) -> None:
     """An enrolled node with a fresh backup, HQ time known and a reachable broker."""
     from edge_node.ids import iso
@@ -415,7 +416,7 @@ def test_exit_code_zero_when_everything_passes(settings: dict[str, Any],
     assert [r.line() for r in results if r.status not in (PASS, SKIP)] == []
 
 
-def test_json_output_shape(settings: dict[str, Any]) -> None:
+def test_json_output_shape(settings: Settings) -> None:
     """--json: status, exit_code and one object per check with four string fields."""
     result = _cli(settings, "--json")
     body = json.loads(result.output)

@@ -218,10 +218,11 @@ def _listening(port: int) -> bool:
 def _connects(port: int, keys: Path, name: str) -> bool:
     """Whether the broker completes an MQTT session for HQ's `name` certificate."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    from tests.test_sync_e2e import wait_for
+    from tests.helpers import wait_for
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name,
                          protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(keys / "ca.pem"), certfile=str(keys / f"{name}.pem"),
                    keyfile=str(keys / f"{name}.key"))
@@ -256,7 +257,7 @@ def test_hq_signing_certificate_cannot_open_a_broker_session(fleet: dict[str, An
     broker = subprocess.Popen([MOSQUITTO, "-c", str(out / "mosquitto.conf")], stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        from tests.test_sync_e2e import wait_for
+        from tests.helpers import wait_for
         wait_for(lambda: _listening(hq_port) and _listening(port), 10, "the broker to listen")
         assert _connects(hq_port, keys, "hq")
         assert not _connects(hq_port, keys, "hq-sign")

@@ -792,7 +792,7 @@ def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
     from hq.worker import Worker
     from sync import envelope, topics
     from sync.agent import Agent
-    from tests.test_sync_e2e import wait_for
+    from tests.helpers import wait_for
     from tests.test_sync_faults import RawClient
 
     env = SyncEnv(tmp_path, TLSBroker(tmp_path / "broker"), str(tmp_path / "hq.db"))

@@ -193,9 +193,9 @@ def _audit_records(node: str, n: int, tamper: int | None = None) -> list[dict[st
     """A valid audit chain of n entries as outbox records (optionally one tampered)."""
     out, prev = [], GENESIS_HASH
     for seq in range(1, n + 1):
-        entry = {"id": f"a{seq}", "seq": seq, "at": "t", "actor_id": None, "actor_role": None,
-                 "action": "x", "entity": None, "entity_id": None, "detail": "{}",
-                 "prev_hash": prev}
+        entry: dict[str, Any] = {
+            "id": f"a{seq}", "seq": seq, "at": "t", "actor_id": None, "actor_role": None,
+            "action": "x", "entity": None, "entity_id": None, "detail": "{}", "prev_hash": prev}
         entry["hash"] = entry_hash(entry)
         prev = entry["hash"]
         if seq == tamper:
@@ -250,7 +250,7 @@ def test_refusals_in_down_acks_are_recorded_once(hq_db: HQDatabase) -> None:
     _queue_three(hq_db, "NBBBBB")
     ingest = Ingest(hq_db, HQ_KEY)
     assert ingest.handle("t", _down_ack(a, {"down_seq": 1}), "NAAAAA").down_acked == 1  # old
-    first = {"down_seq": 2, "refused": [
+    first: dict[str, Any] = {"down_seq": 2, "refused": [
         {"seq": 1, "reason": "bad_type", "detail": "catalog: a field has the wrong type"},
         {"seq": 2, "reason": "unknown_reference", "detail": "decision: no application"}]}
     for _ in range(2):  # a resent ack records nothing twice

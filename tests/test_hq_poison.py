@@ -20,6 +20,7 @@ import zstandard
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from paho.mqtt.enums import CallbackAPIVersion
 
 from hq.cli.main import main as hq_cli
 from hq.store import HQDatabase
@@ -27,8 +28,8 @@ from hq.worker import Worker
 from sync import envelope, topics
 from sync.bundle import write_bundle
 from sync.identity import NodeIdentity
+from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
-from tests.test_sync_e2e import wait_for
 from tests.tls_broker import TLSBroker
 
 NODE = "NPOISN"
@@ -135,11 +136,11 @@ class NodeClient:
     def __init__(self, broker: TLSBroker, ident: NodeIdentity, directory: Path) -> None:
         """Connect as the node and listen on its ack topic."""
         self.acks: list[bytes] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=NODE,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=NODE,
                                   protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(broker.cafile), certfile=str(directory / "node.pem"),
                             keyfile=str(directory / "node.key"))
-        self.client.on_message = lambda c, u, m: self.acks.append(m.payload)
+        self.client.on_message = lambda c, u, m: self.acks.append(bytes(m.payload))
         self.client.connect("localhost", broker.port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, "node to connect")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.merge import APPLICATION_RANKS, State, merge, policy_for
+from sync.changes import Op
+from sync.merge import APPLICATION_RANKS, Conflict, State, merge, policy_for
 
 NODES = ["NAAAAA", "NBBBBB", "NCCCCC"]
 Change = tuple[str, str | None, str]  # op, data json, hlc
+RowChange = tuple[Op, Mapping[str, Any] | None, str]  # op, row data (None: delete), hlc
 
 
 def hlc(wall: int, counter: int, node: str) -> str:
@@ -19,10 +22,10 @@ def hlc(wall: int, counter: int, node: str) -> str:
     return f"{wall:015d}-{counter:05d}-{node}"
 
 
-def apply_all(table: str, changes: list[tuple[str, dict[str, Any] | None, str]]) -> tuple[
+def apply_all(table: str, changes: Sequence[RowChange]) -> tuple[
         dict[str, Any] | None, set[tuple[str, str]]]:
     """Fold changes into one state; return the visible row and its conflicts."""
-    state, found = State(), []
+    state, found = State(), list[Conflict]()
     for op, data, clock in changes:
         state, found = merge(state, policy_for(table), op, data, clock)
     conflicts = {(c.column, c.clock) for c in found}
@@ -98,9 +101,9 @@ def test_application_status_converges_and_never_goes_back(changes: list[Any],
 def test_concurrent_citizen_edit_is_kept_as_conflict() -> None:
     """Two nodes rename the same citizen: the later wins, the other is a conflict."""
     base = hlc(1, 0, "NAAAAA")
-    a = ("update", {"id": "c1", "name_enc": "A", "field_hlc": json.dumps(
+    a: RowChange = ("update", {"id": "c1", "name_enc": "A", "field_hlc": json.dumps(
         {"name_enc": {"hlc": hlc(10, 0, "NAAAAA"), "base": base}})}, hlc(10, 0, "NAAAAA"))
-    b = ("update", {"id": "c1", "name_enc": "B", "field_hlc": json.dumps(
+    b: RowChange = ("update", {"id": "c1", "name_enc": "B", "field_hlc": json.dumps(
         {"name_enc": {"hlc": hlc(11, 0, "NBBBBB"), "base": base}})}, hlc(11, 0, "NBBBBB"))
     for order in ([a, b], [b, a]):
         row, conflicts = apply_all("citizens", order)
@@ -111,11 +114,11 @@ def test_concurrent_citizen_edit_is_kept_as_conflict() -> None:
 def test_edits_of_different_fields_both_survive() -> None:
     """Per-field clocks: a name edit on one node and a phone edit on another both stay."""
     one = hlc(1, 0, "NAAAAA")
-    a = ("update", {"id": "c1", "name_enc": "new-name", "phone_enc": "old", "field_hlc":
+    a: RowChange = ("update", {"id": "c1", "name_enc": "new-name", "phone_enc": "old", "field_hlc":
                     json.dumps({"name_enc": {"hlc": hlc(20, 0, "NAAAAA"), "base": one},
                                 "phone_enc": {"hlc": one, "base": None}})},
          hlc(20, 0, "NAAAAA"))
-    b = ("update", {"id": "c1", "name_enc": "old-name", "phone_enc": "new", "field_hlc":
+    b: RowChange = ("update", {"id": "c1", "name_enc": "old-name", "phone_enc": "new", "field_hlc":
                     json.dumps({"name_enc": {"hlc": one, "base": None},
                                 "phone_enc": {"hlc": hlc(21, 0, "NBBBBB"), "base": one}})},
          hlc(21, 0, "NBBBBB"))
@@ -128,8 +131,8 @@ def test_edits_of_different_fields_both_survive() -> None:
 
 def test_owned_rows_last_write_wins_and_delete_tombstones() -> None:
     """Node-owned tables keep the newest version; a later delete hides the row."""
-    v1 = ("insert", {"id": "t1", "status": "waiting"}, hlc(1, 0, "NAAAAA"))
-    v2 = ("update", {"id": "t1", "status": "done"}, hlc(2, 0, "NAAAAA"))
-    gone = ("delete", None, hlc(3, 0, "NAAAAA"))
+    v1: RowChange = ("insert", {"id": "t1", "status": "waiting"}, hlc(1, 0, "NAAAAA"))
+    v2: RowChange = ("update", {"id": "t1", "status": "done"}, hlc(2, 0, "NAAAAA"))
+    gone: RowChange = ("delete", None, hlc(3, 0, "NAAAAA"))
     assert apply_all("tickets", [v2, v1])[0] == {"id": "t1", "status": "done"}
     assert apply_all("tickets", [gone, v1, v2])[0] is None

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from edge_node.api import create_app
 from edge_node.api.routing import ROUTES
-from edge_node.config import load_settings
+from edge_node.config import Settings, load_settings
 from edge_node.domain import counters, kpi, queue, visits
 from edge_node.node import Node
 from edge_node.service import jobs
@@ -60,7 +60,7 @@ def signed_in(template_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def settings(tmp_path: Path, signed_in: tuple[Path, dict[str, Headers]]) -> dict[str, Any]:
+def settings(tmp_path: Path, signed_in: tuple[Path, dict[str, Headers]]) -> Settings:
     """A fresh copy of the signed-in node (overrides conftest's `settings`)."""
     data_dir = tmp_path / "node"
     shutil.copytree(signed_in[0], data_dir)

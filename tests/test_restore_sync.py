@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from edge_node import __version__
+from edge_node.config import Settings
 from edge_node.domain import audit
 from edge_node.node import Node
 from edge_node.ops.backup import create_backup
@@ -102,7 +103,7 @@ def issued_seq(node: Node) -> int:
     return int(row[0])
 
 
-def restore(settings: dict[str, Any], node: Node, path: Path) -> Node:
+def restore(settings: Settings, node: Node, path: Path) -> Node:
     """The disk dies (database gone, key file kept apart), `edge-node restore`, reopen."""
     keys = node.keys
     node.close()
@@ -123,7 +124,7 @@ def assert_node_rows_at_hq(node: Node, hq_url: str) -> None:
 
 @pytest.mark.broker
 def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
-                                                settings: dict[str, Any]) -> None:
+                                                settings: Settings) -> None:
     """backup → more tickets → synced → disk lost, restore → more tickets → all at HQ once."""
     node = Node(settings)
     identity = env.enroll(node.node_id, Path(settings["data_dir"]) / "sync")
@@ -177,7 +178,7 @@ def test_restore_after_synced_records_were_lost(env: SyncEnv, worker: Worker,
 
 @pytest.mark.broker
 def test_restore_of_records_hq_never_received(env: SyncEnv, worker: Worker,
-                                              settings: dict[str, Any]) -> None:
+                                              settings: Settings) -> None:
     """Backup of an unsynced node, disk lost before any sync: the backup's records and the
     new ones reach HQ; only what was made between backup and loss is gone."""
     node = Node(settings)
@@ -281,7 +282,7 @@ MAX_DOWN_MESSAGES = 4
 
 
 def test_restored_node_gets_downstream_again_without_a_message_loop(
-        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+        env: SyncEnv, worker: Worker, settings: Settings) -> None:
     """backup → publish (applied) → restore → publish again: the node applies what follows,
     and the down/ack exchange stays a handful of messages (it used to loop without end)."""
     node = Node(settings)
@@ -480,10 +481,11 @@ def issued_twice_at_hq(url: str) -> dict[str, list[Any]]:
     """Ticket numbers, daily numbers and references HQ holds more than once."""
     tickets = [json.loads(r) for r in hq_rows_json(url, "tickets")]
     apps = [json.loads(r) for r in hq_rows_json(url, "applications")]
-    keys = {"ticket number": [(t["business_date"], t["number"]) for t in tickets],
-            "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
-                             for t in tickets],
-            "reference": [a["reference"] for a in apps]}
+    keys: dict[str, list[Any]] = {
+        "ticket number": [(t["business_date"], t["number"]) for t in tickets],
+        "daily number": [(t["business_date"], t["queue_prefix"], t["daily_number"])
+                         for t in tickets],
+        "reference": [a["reference"] for a in apps]}
     return {what: sorted({k for k in found if found.count(k) > 1})
             for what, found in keys.items()}
 
@@ -499,7 +501,7 @@ def hq_rows_json(url: str, table: str) -> list[str]:
 
 
 def test_restored_node_never_reissues_numbers_hq_has_seen(
-        env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
+        env: SyncEnv, worker: Worker, settings: Settings) -> None:
     """backup → tickets, references, audit entries and a catalog reach HQ → disk lost, restore →
     offline work, a restart with no answer from HQ, publish again → online: every ticket
     number, reference and audit seq is unique at HQ, `edge-hq chain` passes and shows the

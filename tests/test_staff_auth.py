@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from edge_node import login_throttle
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, DEMO_STAFF
 from edge_node.cli.main import main
+from edge_node.config import Settings
 from edge_node.node import Node
 from tests.helpers import FakeClock, Headers, assert_error, log_in, ok
 
@@ -188,12 +189,12 @@ def test_only_token_hashes_are_stored(client: FlaskClient, node: Node) -> None:
 
 # --- edge-node staff add ---------------------------------------------------------------------
 
-def staff_add(settings: dict[str, Any], *args: str) -> Any:
+def staff_add(settings: Settings, *args: str) -> Any:
     """Run `edge-node --data-dir <node> staff add ...`."""
     return CliRunner().invoke(main, ["--data-dir", settings["data_dir"], "staff", "add", *args])
 
 
-def test_staff_add_then_login(settings: dict[str, Any], client: FlaskClient) -> None:
+def test_staff_add_then_login(settings: Settings, client: FlaskClient) -> None:
     """A CLI-created account can log in, with the role given."""
     result = staff_add(settings, "amina", "--name", "Amina Khan", "--role", "supervisor",
                        "--password", "a-long-password")
@@ -208,7 +209,7 @@ def test_staff_add_then_login(settings: dict[str, Any], client: FlaskClient) -> 
     (["--role", "wizard", "--password", "a-long-password"], "role: must be one of"),
     (["--role", "Operator", "--password", "a-long-password"], "role: must be one of"),
 ])
-def test_staff_add_refusals(settings: dict[str, Any], node: Node, args: list[str],
+def test_staff_add_refusals(settings: Settings, node: Node, args: list[str],
                             fragment: str) -> None:
     """A short password or an unknown role is one clear line; no account is created."""
     result = staff_add(settings, "amina", "--name", "Amina Khan", *args)
@@ -217,7 +218,7 @@ def test_staff_add_refusals(settings: dict[str, Any], node: Node, args: list[str
     assert not node.reader().execute("SELECT 1 FROM staff WHERE username = 'amina'").fetchone()
 
 
-def test_staff_add_refuses_a_taken_username(settings: dict[str, Any]) -> None:
+def test_staff_add_refuses_a_taken_username(settings: Settings) -> None:
     """Usernames are unique."""
     result = staff_add(settings, "operator", "--name", "Someone Else", "--role", "operator",
                        "--password", "a-long-password")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
 from edge_node.bootstrap import InitError, init_node
-from edge_node.config import load_settings
+from edge_node.config import Settings, load_settings
 from edge_node.node import Node
 from edge_node.paths import db_path, key_path
 from edge_node.store.db import StoreError, integrity_check, open_database
@@ -74,7 +75,7 @@ def test_key_file_is_never_overwritten(tmp_path: Path) -> None:
         create_key_file(path)
 
 
-def test_init_refuses_an_existing_node(settings: dict[str, Any]) -> None:
+def test_init_refuses_an_existing_node(settings: Settings) -> None:
     """Init never touches a database that exists."""
     before = db_path(settings).read_bytes()
     with pytest.raises(InitError, match="exists already"):
@@ -104,11 +105,13 @@ def test_writer_group_commits_concurrent_writes(node: Node) -> None:
     start_batches, start_jobs = node.writer.batches, node.writer.jobs
     barrier = threading.Barrier(16)
 
+    def insert(db: Database, key: str) -> None:
+        db.execute("INSERT INTO node_meta (key, value) VALUES (?, '1')", [key])
+
     def one(i: int) -> None:
         barrier.wait()
         for j in range(20):
-            node.write(lambda db, k=f"t{i}-{j}": db.execute(
-                "INSERT INTO node_meta (key, value) VALUES (?, '1')", [k]))
+            node.write(functools.partial(insert, key=f"t{i}-{j}"))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
     for t in threads:
@@ -128,7 +131,7 @@ def test_failing_write_does_not_undo_its_group(node: Node) -> None:
         db.execute("INSERT INTO node_meta (key, value) VALUES ('bad', '1')")
         raise ValueError("boom")
 
-    futures = [node.writer.submit(lambda db: db.execute(
+    futures: list[Future[object]] = [node.writer.submit(lambda db: db.execute(
         "INSERT INTO node_meta (key, value) VALUES ('good1', '1')")),
         node.writer.submit(bad),
         node.writer.submit(lambda db: db.execute(

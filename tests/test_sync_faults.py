@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 from flask import Flask
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlite_utils import Database
 
 import hq.ingest as ingest_module
@@ -43,6 +44,7 @@ import sync.agent as agent_module
 from edge_node import __version__
 from edge_node.api import create_app
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.paths import DB_FILE_NAME, KEY_FILE_NAME
 from edge_node.replication.port import ACKED_KEY, NodeOutbox
@@ -457,7 +459,7 @@ def wait_part_synced(port: NodeOutbox, rng: random.Random, context: str) -> None
 
 # -- 1. the node dies ---------------------------------------------------------------------------
 @pytest.mark.slow
-def test_node_kill_9_mid_sync(tmp_path: Path, env: SyncEnv, settings: dict[str, Any],
+def test_node_kill_9_mid_sync(tmp_path: Path, env: SyncEnv, settings: Settings,
                               seed: int, record_property: Any) -> None:
     """`edge-node serve` killed -9 at random moments while it issues tickets and syncs."""
     rng = random.Random(seed)
@@ -644,7 +646,7 @@ class RawClient:
         self.pubacks: dict[int, int] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(env.broker.cafile), certfile=str(certfile),
                             keyfile=str(keyfile))
@@ -865,12 +867,13 @@ MAX_PROBES_AWAY = 10  # paced probes in HQ_AWAY_S (HQ_PROBE_* delays give about 
 def count_publishes(agent: Agent, topic: str) -> list[float]:
     """Times of the agent's publishes on `topic` from now on (wraps the real link's publish)."""
     times: list[float] = []
-    real = agent.link.publish
+    real, watched = agent.link.publish, topic
 
-    def publish(to: str, payload: bytes, *args: Any, **kwargs: Any) -> bool:
-        if to == topic:
+    def publish(topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                on_puback: Callable[[int], None] | None = None) -> bool:
+        if topic == watched:
             times.append(time.monotonic())
-        return real(to, payload, *args, **kwargs)
+        return real(topic, payload, qos, retain, on_puback)
 
     agent.link.publish = publish  # type: ignore[method-assign]
     return times

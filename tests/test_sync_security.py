@@ -9,6 +9,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_node import __version__
 from edge_node.domain import citizens
@@ -44,19 +47,17 @@ class Probe:
         self.acks: dict[int, int] = {}
         self.subscribed: set[int] = set()
         self.event = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=client_id or ident.name, protocol=mqtt.MQTTv5)
         self.client.tls_set(ca_certs=str(broker.cafile), certfile=str(ident.certfile),
                             keyfile=str(ident.keyfile))
         self.subacks: dict[int, list[int]] = {}
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = self._on_publish
         self.disconnects = 0
         self.client.on_disconnect = lambda *args: setattr(self, "disconnects",
                                                           self.disconnects + 1)
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.__setitem__(
-            mid, [int(getattr(code, "value", code)) for code in codes])
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.add(mid)
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect("localhost", broker.port)
         self.client.loop_start()
         wait_for(self.client.is_connected, 10, f"{ident.name} to connect")
@@ -65,6 +66,11 @@ class Probe:
                     properties: object) -> None:
         self.acks[mid] = int(getattr(reason, "value", 0))
         self.event.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      codes: list[ReasonCode], properties: Properties) -> None:
+        self.subacks[mid] = [code.value for code in codes]
+        self.subscribed.add(mid)
 
     def publish_code(self, topic: str) -> int:
         """PUBACK reason code of a QoS 1 publish."""
@@ -75,6 +81,7 @@ class Probe:
     def subscribe_code(self, topic: str) -> int:
         """SUBACK reason code of a QoS 1 subscription."""
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None, f"subscribe to {topic} was not sent"
         wait_for(lambda: mid in self.subacks, 10, f"SUBACK for {topic}")
         return self.subacks[mid][0]
 

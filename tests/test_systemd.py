@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from edge_node.cli.install import HQ_UNITS, NODE_UNITS, TEMPLATE_BIN_DIR, default_bin_dir
 from edge_node.cli.main import main
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.service.systemd_notify import (
     ServiceNotifier,
@@ -141,7 +142,7 @@ def collect(sock: socket.socket, seen: list[str]) -> list[str]:
 
 
 def test_serve_notifies_ready_watchdog_and_stopping(
-        settings: dict[str, Any], notify_socket: tuple[socket.socket, str]) -> None:
+        settings: Settings, notify_socket: tuple[socket.socket, str]) -> None:
     """The real `edge-node serve`: READY=1 once listening, pings, STOPPING=1 on SIGTERM."""
     sock, path = notify_socket
     port = free_port()
@@ -171,11 +172,19 @@ def test_serve_notifies_ready_watchdog_and_stopping(
     assert "Traceback" not in output, output
 
 
+def recorder(sent: list[str]) -> Callable[[str], bool]:
+    """A notify function that keeps what it is told to send, and succeeds."""
+    def notify(message: str) -> bool:
+        sent.append(message)
+        return True
+    return notify
+
+
 def test_watchdog_withholds_pings_while_the_probe_fails() -> None:
     """No ping while unhealthy; pings resume once healthy (systemd decides on a restart)."""
     sent: list[str] = []
     healthy = [False]
-    dog = Watchdog(0.05, lambda budget: healthy[0], lambda m: sent.append(m) or True)
+    dog = Watchdog(0.05, lambda budget: healthy[0], recorder(sent))
     dog.start()
     time.sleep(0.3)
     assert sent == []
@@ -192,7 +201,7 @@ def test_a_crashing_probe_counts_as_unhealthy() -> None:
     def probe(budget: float) -> bool:
         raise RuntimeError("bug")
 
-    dog = Watchdog(0.05, probe, lambda m: sent.append(m) or True)
+    dog = Watchdog(0.05, probe, recorder(sent))
     dog.start()
     time.sleep(0.2)
     assert dog._thread.is_alive()

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import console_script, wait_for
 from tests.tls_broker import free_port
@@ -109,9 +111,7 @@ def wait_for_log(broker: Broker, text: str, timeout: float, what: str) -> None:
 
 def connects(port: int, sync_dir: Path, client_id: str) -> bool:
     """Whether a fresh MQTT session opens with the node's own certificate within 3 s."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(sync_dir / "ca.pem"), certfile=str(sync_dir / "node.pem"),
                    keyfile=str(sync_dir / "node.key"))

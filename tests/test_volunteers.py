@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from edge_node.config import Settings
 from edge_node.domain import volunteer_shifts
 from edge_node.node import Node
 from tests.helpers import FakeClock, Headers, assert_error, ok, outbox_mark
@@ -20,7 +21,7 @@ TOMORROW = "2026-03-03"
 
 
 @pytest.fixture
-def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
+def node(settings: Settings, clock: FakeClock) -> Iterator[Node]:
     """The demo node on the fake clock, with sessions that outlast a shift."""
     opened = Node({**settings, "session_idle_minutes": 24 * 60}, now=clock)
     yield opened

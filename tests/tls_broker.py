@@ -132,19 +132,30 @@ class TLSBroker:
     def _register(self, node_id: str) -> None:
         """Tell the running broker about a node through the plugin's $CONTROL topic."""
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         done = threading.Event()
         replies: list[bytes] = []
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-control",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-control",
                              protocol=mqtt.MQTTv5)
         client.tls_set(ca_certs=str(self.cafile), certfile=str(self.control.certfile),
                        keyfile=str(self.control.keyfile))
-        client.on_message = lambda c, u, m: (replies.append(m.payload), done.set())
-        client.on_subscribe = lambda *args: client.publish(CONTROL, json.dumps({"commands": [
-            {"command": "createRole", **node_role(node_id)},
-            {"command": "createClient", "username": node_id,
-             "roles": [{"rolename": f"node-{node_id}"}]}]}), qos=1)
-        client.on_connect = lambda *args: client.subscribe(f"{CONTROL}/response", qos=1)
+
+        def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+            replies.append(bytes(m.payload))
+            done.set()
+
+        def on_subscribe(*args: object) -> None:
+            client.publish(CONTROL, json.dumps({"commands": [
+                {"command": "createRole", **node_role(node_id)},
+                {"command": "createClient", "username": node_id,
+                 "roles": [{"rolename": f"node-{node_id}"}]}]}), qos=1)
+
+        def on_connect(*args: object) -> None:
+            client.subscribe(f"{CONTROL}/response", qos=1)
+
+        client.on_message, client.on_subscribe = on_message, on_subscribe
+        client.on_connect = on_connect
         client.connect("localhost", self.port)
         client.loop_start()
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, g
 
@@ -13,6 +14,7 @@ from edge_node.api.visits import CODE, TICKET, UUID
 from edge_node.domain import counters, queue
 from edge_node.domain.roles import BOARD, MANAGERS, OPERATORS, RECEPTION, STAFF
 
+T = TypeVar("T")
 bp = Blueprint("queue", __name__, url_prefix="/api")
 
 COUNTER = obj(id=STR, name=STR, services=arr(STR), state=STR, pause_reason=nullable(STR),
@@ -24,7 +26,7 @@ QUEUE = obj(code=STR, queue_prefix=STR, name_en=STR, name_ur=STR, waiting=INT,
 BOARD_ROW = obj(id=STR, number=STR, status=STR, called_at=STR, recall_count=INT, counter=STR)
 
 
-def _act(fn: Any, *args: Any) -> Any:
+def _act(fn: Callable[..., T], *args: Any) -> T:
     """Run a queue function in the writer as the logged-in staff member."""
     n, actor = node(), dict(g.staff)
     now = n.timestamp()

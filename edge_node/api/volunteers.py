@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, g
 
@@ -14,6 +15,7 @@ from edge_node.domain import volunteer_shifts, volunteers
 from edge_node.domain.citizens import NAME_MAX_CHARS
 from edge_node.domain.roles import SUPERVISORS
 
+T = TypeVar("T")
 bp = Blueprint("volunteers", __name__, url_prefix="/api")
 
 ON_SHIFT = SUPERVISORS | {"volunteer"}
@@ -31,7 +33,7 @@ SKILLS = Field("skills", "array", required=False, max=volunteers.MAX_SKILLS, ite
                description="Skill codes, e.g. urdu, pashto, sign_language, wheelchair_help")
 
 
-def _as_staff(fn: Any, *args: Any) -> Any:
+def _as_staff(fn: Callable[..., T], *args: Any) -> T:
     """Run a write as the logged-in staff member, at the current time."""
     n, actor = node(), dict(g.staff)
     now = n.timestamp()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edge_node.config import ConfigError, load_settings
+from edge_node.config import ConfigError, Settings, load_settings
 from edge_node.errors import EdgeError
 from edge_node.node import Node
 from edge_node.store.db import StoreError
@@ -27,7 +27,7 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(getattr(exc, "message", None) or str(exc)) from exc
 
 
-def settings_of(ctx: click.Context, **overrides: Any) -> dict[str, Any]:
+def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
     """Settings for this invocation (global options, file, environment, overrides)."""
     opts = ctx.find_root().params
     with user_errors():

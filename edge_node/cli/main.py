@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -78,7 +79,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 
     Example: EDGE_NODE_PORT=9000 edge-node config show
     """
-    values = settings_of(ctx)
+    values: Mapping[str, object] = settings_of(ctx)
     rows = [{"name": s.name, "value": values[s.name], "default": s.default, "help": s.help}
             for s in SETTINGS]
     if as_json:

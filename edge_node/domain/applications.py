@@ -130,7 +130,8 @@ def _ticket_citizen(db: Database, ticket_id: str, service_code: str) -> str | No
         raise ConflictError(f"ticket {ticket['number']} already has an application for "
                             f"{service_code}: {existing[0]}")
     row = db.execute("SELECT citizen_id FROM visits WHERE id = ?", [ticket["visit_id"]])
-    return row.fetchone()[0]
+    citizen: str | None = row.fetchone()[0]
+    return citizen
 
 
 def _resolve_citizen(db: Database, given: str | None, of_visit: str | None) -> str:

@@ -93,8 +93,8 @@ def _restore_jump(entry: dict[str, Any], expected_seq: int) -> bool:
         detail = json.loads(entry["detail"])
     except ValueError:
         return False
-    return detail.get("restored_audit_seq") == expected_seq - 1 and \
-        detail.get("continues_after") == entry["seq"] - 1
+    return bool(detail.get("restored_audit_seq") == expected_seq - 1 and
+                detail.get("continues_after") == entry["seq"] - 1)
 
 
 def verify(db: Database) -> list[str]:

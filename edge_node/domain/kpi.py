@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.ids import new_id, parse_iso
 
 
@@ -149,7 +150,7 @@ def staff_ratings(db: Database, day: str) -> dict[str, dict[str, Any]]:
             if r["staff_id"]}
 
 
-def store_snapshot(db: Database, day: str, now: str, settings: dict[str, Any]) -> None:
+def store_snapshot(db: Database, day: str, now: str, settings: Settings) -> None:
     """Save (or replace) the day's KPI snapshot as a synced record."""
     data = compute(db, day, parse_iso(now))
     existing = db.execute("SELECT id FROM kpi_snapshots WHERE business_date = ?",

@@ -12,7 +12,7 @@ called -> held -> called (resume);  called/held -> waiting (transfer)
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlite_utils import Database
 
@@ -23,10 +23,11 @@ from edge_node.domain.visits import add_event, get_ticket, next_order_key
 from edge_node.errors import ConflictError, ValidationError
 from edge_node.ids import iso, parse_iso
 
-ACTIVE_AT_COUNTER = ("called", "held")
+TicketStatus = Literal["waiting", "called", "held", "no_show", "expired", "done"]
+ACTIVE_AT_COUNTER: tuple[TicketStatus, ...] = ("called", "held")
 
 
-def _require(ticket: dict[str, Any], states: tuple[str, ...], action: str) -> None:
+def _require(ticket: dict[str, Any], states: tuple[TicketStatus, ...], action: str) -> None:
     """Refuse an action that does not fit the ticket's state (e.g. a replay)."""
     if ticket["status"] not in states:
         raise ConflictError(
@@ -34,8 +35,11 @@ def _require(ticket: dict[str, Any], states: tuple[str, ...], action: str) -> No
             f"it cannot be {action}")
 
 
-def _update(db: Database, ticket_id: str, now: str, **fields: Any) -> dict[str, Any]:
-    """Change ticket columns and return the fresh row."""
+def _update(db: Database, ticket_id: str, now: str, status: TicketStatus | None = None,
+            **fields: Any) -> dict[str, Any]:
+    """Change ticket columns (and its status, if given) and return the fresh row."""
+    if status is not None:
+        fields["status"] = status
     fields["updated_at"] = now
     db.table("tickets").update(ticket_id, fields)
     return get_ticket(db, ticket_id)

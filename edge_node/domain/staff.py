@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.domain.roles import ROLES
 from edge_node.errors import AuthError, ConflictError, EdgeError, LockedError, ValidationError
 from edge_node.ids import iso, new_id, parse_iso
@@ -62,7 +63,7 @@ def _login_state(db: Database, staff_id: str) -> tuple[int, str | None]:
 
 
 def login(db: Database, username: str, password: str, now: datetime,
-          settings: dict[str, Any]) -> dict[str, Any] | EdgeError:
+          settings: Settings) -> dict[str, Any] | EdgeError:
     """Check a password and open a session.
 
     Runs in the writer. A refusal is *returned*, not raised, so the recorded
@@ -96,7 +97,7 @@ def _verify(password_hash: str, password: str) -> bool:
 
 
 def _record_failure(db: Database, staff_id: str, failures: int, now: datetime,
-                    settings: dict[str, Any]) -> None:
+                    settings: Settings) -> None:
     """Count a failed login; lock the account when the limit is reached."""
     locked_until = None
     if failures >= settings["login_max_failures"]:

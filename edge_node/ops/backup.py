@@ -28,7 +28,7 @@ from typing import Any
 import sqlcipher3
 
 from certs.files import rename_durably, write_atomic
-from edge_node.config import ConfigError
+from edge_node.config import ConfigError, Settings
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
 from edge_node.paths import backup_dir, db_path
@@ -54,7 +54,7 @@ class Backup:
     manifest: dict[str, Any]
 
 
-def db_keys(settings: dict[str, Any], keys: NodeKeys) -> NodeKeys | None:
+def db_keys(settings: Settings, keys: NodeKeys) -> NodeKeys | None:
     """The key the database is encrypted with (None for a plain development database)."""
     return keys if settings["encrypt_db"] else None
 
@@ -128,7 +128,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def create_backup(settings: dict[str, Any], keys: NodeKeys, out_dir: Path | None = None,
+def create_backup(settings: Settings, keys: NodeKeys, out_dir: Path | None = None,
                   now: Callable[[], datetime] = utcnow) -> Backup:
     """Copy the live database into `out_dir` (default: the backup directory), checked."""
     target_dir = out_dir or backup_dir(settings)
@@ -164,7 +164,7 @@ def _make_dir(directory: Path, private: bool) -> None:
                           f"({exc.strerror})") from exc
 
 
-def _copy_live(settings: dict[str, Any], keys: NodeKeys | None, tmp: Path) -> dict[str, Any]:
+def _copy_live(settings: Settings, keys: NodeKeys | None, tmp: Path) -> dict[str, Any]:
     """Online-backup the node database into `tmp` (0600), fsync and check it."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
@@ -225,7 +225,7 @@ def rotate(directory: Path, node_id: str, keep: int) -> list[Path]:
     return removed
 
 
-def scheduled_backup(settings: dict[str, Any], keys: NodeKeys) -> Backup:
+def scheduled_backup(settings: Settings, keys: NodeKeys) -> Backup:
     """The daily job: a backup into the backup directory, then rotation."""
     made = create_backup(settings, keys)
     removed = rotate(made.path.parent, made.manifest["node_id"], settings["backup_keep"])
@@ -234,7 +234,7 @@ def scheduled_backup(settings: dict[str, Any], keys: NodeKeys) -> Backup:
     return made
 
 
-def check_schedule(settings: dict[str, Any]) -> None:
+def check_schedule(settings: Settings) -> None:
     """Refuse a backup hour or count out of range (checked when the job is added)."""
     if not 0 <= settings["backup_hour"] <= 23:
         raise ConfigError(f"setting 'backup_hour' must be 0-23, got {settings['backup_hour']}")

@@ -12,10 +12,10 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.ids import iso, utcnow
 from edge_node.paths import db_path
 
@@ -60,7 +60,7 @@ class Thresholds:
     broker_timeout_s: float = BROKER_TIMEOUT_S
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Thresholds:
+    def from_settings(cls, settings: Settings) -> Thresholds:
         """The doctor_* settings, defaulting to the constants above."""
         return cls(
             disk_warn_bytes=settings.get("doctor_disk_warn_mib", DISK_WARN_MIB) * MIB,
@@ -99,7 +99,7 @@ def _run_systemctl(args: list[str]) -> str:
 class Doctor:
     """The node under examination, seen through one read-only connection."""
 
-    def __init__(self, settings: dict[str, Any], now: Callable[[], dt.datetime] = utcnow,
+    def __init__(self, settings: Settings, now: Callable[[], dt.datetime] = utcnow,
                  thresholds: Thresholds | None = None,
                  systemctl: Callable[[list[str]], str] | None = _run_systemctl,
                  systemd_running: bool | None = None) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from edge_node.config import Settings
 from edge_node.ops.checkup import (
     EXIT_CODES,
     FAIL,
@@ -58,7 +59,7 @@ CHECKS: tuple[tuple[str, Callable[[Doctor], Result]], ...] = (
 )
 
 
-def run_checks(settings: dict[str, Any], **options: Any) -> list[Result]:
+def run_checks(settings: Settings, **options: Any) -> list[Result]:
     """Examine the node; `options` go to Doctor (now, thresholds, systemctl...)."""
     doc = Doctor(settings, **options)
     try:

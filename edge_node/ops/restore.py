@@ -28,6 +28,7 @@ from typing import Any
 
 from certs.files import rename_durably
 from certs.layout import NODE_CERT
+from edge_node.config import Settings
 from edge_node.domain import audit, epoch
 from edge_node.ids import business_date, utcnow
 from edge_node.ops.backup import (
@@ -87,7 +88,7 @@ def database_in_use(path: Path) -> bool:
         os.close(fd)
 
 
-def hold_stopped_node(settings: dict[str, Any], action: str) -> SyncLock:
+def hold_stopped_node(settings: Settings, action: str) -> SyncLock:
     """Refuse while `edge-node serve` (or any process) uses the node; take the sync lock."""
     lock = SyncLock(settings)
     if not Path(settings["data_dir"]).is_dir():
@@ -103,7 +104,7 @@ def hold_stopped_node(settings: dict[str, Any], action: str) -> SyncLock:
     return lock
 
 
-def restore_backup(settings: dict[str, Any], keys: NodeKeys, file: Path, force: bool = False,
+def restore_backup(settings: Settings, keys: NodeKeys, file: Path, force: bool = False,
                    now: Callable[[], datetime] = utcnow) -> Restored:
     """Check `file`, keep the current database aside, and put the backup in its place."""
     lock = hold_stopped_node(settings, "restore")
@@ -135,7 +136,7 @@ def restore_backup(settings: dict[str, Any], keys: NodeKeys, file: Path, force: 
     return Restored(manifest["node_id"], restored_seq, kept, current["newer"])
 
 
-def _current_state(settings: dict[str, Any], keys: NodeKeys,
+def _current_state(settings: Settings, keys: NodeKeys,
                    manifest: dict[str, Any]) -> dict[str, Any]:
     """The node id of the database being replaced and its unsynced records newer than the backup.
 
@@ -164,7 +165,7 @@ def _current_state(settings: dict[str, Any], keys: NodeKeys,
     return state
 
 
-def _enrolled_node_id(settings: dict[str, Any]) -> str | None:
+def _enrolled_node_id(settings: Settings) -> str | None:
     """The CN of the node certificate, when the node is enrolled."""
     if not is_enrolled(settings):
         return None
@@ -180,7 +181,7 @@ def _enrolled_node_id(settings: dict[str, Any]) -> str | None:
     return str(names[0].value) if names else None
 
 
-def _stage(settings: dict[str, Any], keys: NodeKeys, file: Path, manifest: dict[str, Any],
+def _stage(settings: Settings, keys: NodeKeys, file: Path, manifest: dict[str, Any],
            restore_day_epoch: tuple[str, int]) -> Path:
     """A checked private copy of the backup, with its restore point and a new restore epoch.
 
@@ -244,7 +245,7 @@ def _mark_restore_point(path: Path, keys: NodeKeys | None, day: str, replaced_ep
         db.close()
 
 
-def _swap(settings: dict[str, Any], keys: NodeKeys, staged: Path, moment: datetime) -> Path | None:
+def _swap(settings: Settings, keys: NodeKeys, staged: Path, moment: datetime) -> Path | None:
     """Keep the current database as node.db.before-restore-<time>, rename the copy over it."""
     path = db_path(settings)
     kept: Path | None = None
@@ -277,7 +278,7 @@ def _checkpoint(path: Path, keys: NodeKeys | None) -> None:
         db.close()
 
 
-def _restored_seq(settings: dict[str, Any], keys: NodeKeys) -> int:
+def _restored_seq(settings: Settings, keys: NodeKeys) -> int:
     """The restore point now in force."""
     db = open_database(db_path(settings), db_keys(settings, keys))
     try:
@@ -293,7 +294,7 @@ def _cap_exported_marker(data_dir: Path, restored_seq: int) -> None:
         write_exported(data_dir, restored_seq)
 
 
-def record_restore(settings: dict[str, Any], file: Path, restored: Restored) -> None:
+def record_restore(settings: Settings, file: Path, restored: Restored) -> None:
     """An audit entry on the restored node (HQ sees the chain fork at this point)."""
     from edge_node.domain import audit
     from edge_node.node import Node

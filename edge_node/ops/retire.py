@@ -14,9 +14,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from certs.files import fsync_dir
+from edge_node.config import Settings
 from edge_node.ops.backup import db_keys, list_backups, manifest_path
 from edge_node.paths import (
     backup_dir,
@@ -49,7 +49,7 @@ class Readiness:
         return self.stranded == 0
 
 
-def readiness(settings: dict[str, Any], keys: NodeKeys) -> Readiness:
+def readiness(settings: Settings, keys: NodeKeys) -> Readiness:
     """Unsynced records and how far they were exported (StoreError when unreadable)."""
     exported = exported_through(Path(settings["data_dir"]))
     db = open_database(db_path(settings), db_keys(settings, keys))
@@ -66,7 +66,7 @@ def readiness(settings: dict[str, Any], keys: NodeKeys) -> Readiness:
     return Readiness(meta["node_id"], count, first, last, exported, stranded)
 
 
-def wipe(settings: dict[str, Any], node_id: str | None) -> list[Path]:
+def wipe(settings: Settings, node_id: str | None) -> list[Path]:
     """Overwrite and remove the key files; remove database, WAL, backups and sync keys."""
     data_dir = Path(settings["data_dir"])
     removed: list[Path] = []

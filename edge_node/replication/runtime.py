@@ -5,11 +5,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from typing import IO, Any
+from typing import IO
 
 from flask import Flask
 
 from edge_node import __version__, lifecycle
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.paths import is_enrolled, lock_path, sync_dir
 from edge_node.replication.port import NodeOutbox
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class SyncLock:
     """One agent per node: two MQTT clients with the same id would evict each other."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Lock file inside the data directory."""
         self.path = lock_path(settings)
         self._handle: IO[str] | None = None

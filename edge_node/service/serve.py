@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import signal
 from types import FrameType
-from typing import Any
 
 from waitress.server import create_server
 
 from edge_node import lifecycle
+from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.replication import runtime
 from edge_node.service import jobs
@@ -33,7 +33,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Stop(0)
 
 
-def run_server(settings: dict[str, Any]) -> None:
+def run_server(settings: Settings) -> None:
     """Run until SIGTERM or Ctrl-C; every acknowledged write is durable before exit.
 
     Start: node (writer, checkpointer) → app (API, screens, live streams) → scheduler

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint
@@ -68,7 +69,8 @@ def technician() -> Response:
     module = _doctor_module()
     results, error = (_run_doctor(module) if module is not None and request.method == "POST"
                       else ([], None))
-    settings = [(s.name, n.settings[s.name], s.help) for s in SETTINGS
+    values: Mapping[str, object] = n.settings
+    settings = [(s.name, values[s.name], s.help) for s in SETTINGS
                 if s.name not in HIDDEN_SETTINGS]
     return render("technician.html", version=__version__, node_id=n.node_id,
                   center_id=n.center_id, settings=settings, doctor=module is not None,

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from waitress.server import create_server
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
+from edge_node.config import Settings
 from edge_node.node import Node
 from local_ui.app import create_app
 from local_ui.live import POLL_S, stop_streams
@@ -34,7 +35,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def node(settings: dict[str, Any], clock: FakeClock) -> Iterator[Node]:
+def node(settings: Settings, clock: FakeClock) -> Iterator[Node]:
     """The demo node on the shiftable clock (overrides conftest's `node`)."""
     opened = Node(settings, now=clock)
     yield opened
@@ -91,9 +92,9 @@ def live_server(node: Node) -> Iterator[str]:
     server = create_server(app, host="127.0.0.1", port=0, threads=16, ident="edge-node-test")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{server.effective_port}"
     stop_streams(app)
-    wait_for(lambda: server.task_dispatcher.active_count == 0,  # type: ignore[union-attr]
+    wait_for(lambda: server.task_dispatcher.active_count == 0,
              10 * POLL_S, "open streams to notice the stop and end")
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
     server.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import ConsoleMessage, Dialog
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
@@ -40,7 +41,7 @@ class Session:
         self.context.on("request", lambda r: self.requests.append(r.url))
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(f"{base}/login?lang={lang}")
         self.page.focus("#username")
@@ -50,6 +51,11 @@ class Session:
         with self.page.expect_navigation():
             self.page.keyboard.press("Enter")
         assert "/login" not in self.page.url, f"{user} could not log in"
+
+    def _console(self, message: ConsoleMessage) -> None:
+        """Keep the page's console errors."""
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def go(self, path: str) -> Any:
         """Open a page of the node."""
@@ -252,7 +258,12 @@ def test_role_denial_csrf_and_escaping_in_the_browser(sessions: Any, screenshots
                                          form={"services": "nadra_snic_renewal"})
     assert forged.status == 400
     dialogs: list[str] = []
-    reception.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    reception.page.on("dialog", on_dialog)
     reception.go(f"/reception?cnic={CNIC}")
     reception.page.fill("#r-name", "<script>alert(1)</script><img src=x onerror=alert(2)>")
     reception.page.click("#register-form button[type=submit]")

@@ -83,5 +83,11 @@ def test_compiled_catalog_is_up_to_date(lang: str) -> None:
     with mo_path.open("rb") as handle:
         committed = gettext.GNUTranslations(handle)
     for message in catalog(lang):
-        if message.id:
-            assert committed.gettext(message.id) == fresh.gettext(message.id), message.id
+        if isinstance(message.id, str):
+            if message.id:
+                assert committed.gettext(message.id) == fresh.gettext(message.id), message.id
+        else:
+            singular, plural = message.id[0], message.id[1]
+            for n in (1, 2, 5):
+                assert committed.ngettext(singular, plural, n) == \
+                    fresh.ngettext(singular, plural, n), singular
