@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from edge_node.api.schema import anchored
 from edge_node.domain import citizens, volunteer_shifts, volunteers
 from edge_node.errors import ValidationError
+from tests.helpers import assert_error
 
 # Characters the parsers treat specially, plus a few they refuse.
 ALPHABET = ("0123456789۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩" + " \t\n\u3000\u00a0\x85\x1c-+()"
@@ -149,3 +150,12 @@ def test_document_declares_rules_over_several_fields(client: FlaskClient) -> Non
                    [{"services": ["a", "a"]}])
     shifts = document["paths"]["/api/volunteers/{volunteer_id}/shifts"]["post"]
     assert shifts["x-cross-field-rules"] == [volunteer_shifts.END_AFTER_START]
+
+
+@pytest.mark.parametrize("query", ["/api/kpi?date=2026-02-30", "/api/feedback?date=2026-02-30",
+                                   "/api/kpi?date=0000-01-01", "/api/feedback?date=2026-13-01"])
+def test_days_that_do_not_exist_are_400(client: FlaskClient, login: Callable[[str], Any],
+                                        query: str) -> None:
+    """As the document says: a date parameter names a real day (was a 200 for an empty day)."""
+    resp = client.get(query, headers=login("supervisor"))
+    assert_error(resp, 400, "date: ")
