@@ -32,8 +32,8 @@ CREATE_BODY = [
           description="The agency's own tracking number"),
     Field("fee_reference", "string", required=False, pattern=REFERENCE,
           description="PSID or challan number of the cashless payment"),
-    Field("documents_seen", "array", required=False, max=30, items="string",
-          description="Document codes from the service's checklist"),
+    Field("documents_seen", "array", required=False, max=30, items="string", unique=True,
+          description="Document codes from the service's checklist, each once"),
 ]
 
 

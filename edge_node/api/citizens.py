@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, g
 
 from edge_node.api.routing import api_route, node
-from edge_node.api.schema import Field
+from edge_node.api.schema import Field, at_least_one
 from edge_node.api.shapes import STR, nullable, obj
 from edge_node.domain import citizens
 from edge_node.domain.roles import OPERATORS, RECEPTION
@@ -19,11 +19,19 @@ CITIZEN = obj(
     id=STR, id_kind=STR, cnic=STR, name=STR, phone=nullable(STR), province=STR, gender=STR,
     created_at=STR, updated_at=STR,
 )
-CNIC_FIELD = Field("cnic", "string", min=1, max=32,
-                   description="CNIC, B-form (CRC) or NICOP number: XXXXX-XXXXXXX-X or 13 digits")
-NAME_FIELD = Field("name", "string", min=1, max=citizens.NAME_MAX_CHARS)
+CNIC_FIELD = Field("cnic", "string", min=1, max=32, pattern=citizens.CNIC_PATTERN,
+                   domain_checked=True,
+                   description="CNIC, B-form (CRC) or NICOP number: XXXXX-XXXXXXX-X or 13 digits "
+                               "(Urdu digits and surrounding spaces accepted)")
+NAME_FIELD = Field("name", "string", min=1, max=citizens.NAME_MAX_CHARS,
+                   pattern=citizens.NAME_PATTERN, domain_checked=True,
+                   description="Not blank, no control characters; spaces are collapsed")
 PHONE_FIELD = Field("phone", "string", required=False, min=1, max=20,
-                    description="Pakistani mobile: 03XX-XXXXXXX or +923XXXXXXXXX")
+                    pattern=citizens.PHONE_PATTERN, domain_checked=True,
+                    description="Pakistani mobile: 03XX-XXXXXXX or +923XXXXXXXXX (Urdu digits, "
+                                "spaces, dashes and brackets accepted)")
+PATCH_FIELDS = [Field("name", "string", required=False, min=1, max=citizens.NAME_MAX_CHARS,
+                      pattern=citizens.NAME_PATTERN, domain_checked=True), PHONE_FIELD]
 
 
 @api_route(bp, "/citizens", "POST", summary="Register a citizen (a known CNIC is a 409)",
@@ -57,9 +65,7 @@ def get_citizen(citizen_id: str) -> dict[str, Any]:
 
 
 @api_route(bp, "/citizens/<citizen_id>", "PATCH", summary="Change a citizen's name or phone",
-           roles=ROLES, response=CITIZEN,
-           body=[Field("name", "string", required=False, min=1, max=citizens.NAME_MAX_CHARS),
-                 PHONE_FIELD])
+           roles=ROLES, response=CITIZEN, body=PATCH_FIELDS, rules=[at_least_one(PATCH_FIELDS)])
 def update_citizen(citizen_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """The CNIC itself is an identity and is not editable."""
     n, actor = node(), dict(g.staff)

@@ -10,12 +10,18 @@ from edge_node.api.routing import api_route, node
 from edge_node.api.schema import Field
 from edge_node.api.shapes import INT, STR, arr, nullable, obj
 from edge_node.api.visits import UUID
-from edge_node.domain import feedback
+from edge_node.domain import feedback, volunteer_shifts
 from edge_node.domain.roles import FEEDBACK, SUPERVISORS
 
 bp = Blueprint("feedback", __name__, url_prefix="/api")
 
-DATE = r"\d{4}-\d{2}-\d{2}"
+DATE = volunteer_shifts.DATE_PATTERN
+
+
+def date_field(name: str, required: bool = True) -> Field:
+    """A YYYY-MM-DD date that exists (the pattern gives the shape, `format: date` the rest)."""
+    return Field(name, "string", required=required, pattern=DATE, format="date",
+                 description="YYYY-MM-DD, a day of the calendar")
 FEEDBACK_ROW = obj(
     id=STR, ticket_id=STR, rating=INT, comment=nullable(STR), service_code=nullable(STR),
     counter_id=nullable(STR), staff_id=nullable(STR), created_at=STR,
@@ -37,7 +43,7 @@ def give_feedback(body: dict[str, Any]) -> dict[str, Any]:
 
 @api_route(bp, "/feedback", "GET", summary="Feedback on the tickets of a day (default today)",
            roles=SUPERVISORS, response=arr(FEEDBACK_ROW),
-           query=[Field("date", "string", required=False, pattern=DATE)])
+           query=[date_field("date", required=False)])
 def list_feedback(query: dict[str, Any]) -> list[dict[str, Any]]:
     """Oldest first."""
     n = node()

@@ -38,7 +38,9 @@ def _operation(spec: Any) -> dict[str, Any]:
         op["parameters"] = params
     if spec.body is not None:
         op["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": object_schema(spec.body)}}}
+            "application/json": {"schema": object_schema(spec.body, spec.rules)}}}
+    if spec.cross_field_rules:
+        op["x-cross-field-rules"] = list(spec.cross_field_rules)
     errors = [400, 413] if spec.body is not None else [400]
     if spec.roles is not None:
         op["security"] = [{"bearer": []}]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, g
 
 from edge_node.api.routing import api_route, node
-from edge_node.api.schema import Field
+from edge_node.api.schema import Field, at_least_one, required_when
 from edge_node.api.shapes import INT, STR, arr, nullable, obj
 from edge_node.api.visits import CODE, TICKET, UUID
 from edge_node.domain import counters, queue
@@ -23,6 +23,8 @@ QUEUE_TICKET = obj(id=STR, number=STR, priority=STR, service_code=STR, enqueued_
                    target_counter_id=nullable(STR))
 QUEUE = obj(code=STR, queue_prefix=STR, name_en=STR, name_ur=STR, waiting=INT,
             tickets=arr(QUEUE_TICKET))
+TRANSFER_FIELDS = [Field("service_code", "string", required=False, pattern=CODE),
+                   Field("counter_id", "string", required=False, pattern=UUID)]
 BOARD_ROW = obj(id=STR, number=STR, status=STR, called_at=STR, recall_count=INT, counter=STR)
 
 
@@ -54,7 +56,9 @@ def create_counter(body: dict[str, Any]) -> dict[str, Any]:
 @api_route(bp, "/counters/<counter_id>/state", "POST", summary="Open, pause or close a counter",
            roles=OPERATORS, response=COUNTER,
            body=[Field("state", "string", enum=counters.STATES),
-                 Field("reason", "string", required=False, enum=counters.PAUSE_REASONS)])
+                 Field("reason", "string", required=False, enum=counters.PAUSE_REASONS,
+                       description="Required when pausing")],
+           rules=[required_when("state", ["paused"], "reason")])
 def set_counter_state(counter_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Pausing needs a reason; closing needs no ticket at the counter."""
     n, actor = node(), dict(g.staff)
@@ -118,8 +122,7 @@ def resume(ticket_id: str) -> dict[str, Any]:
 
 @api_route(bp, "/tickets/<ticket_id>/transfer", "POST", roles=OPERATORS, response=TICKET,
            summary="Send a ticket to another service's queue and/or a specific counter",
-           body=[Field("service_code", "string", required=False, pattern=CODE),
-                 Field("counter_id", "string", required=False, pattern=UUID)])
+           body=TRANSFER_FIELDS, rules=[at_least_one(TRANSFER_FIELDS)])
 def transfer(ticket_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Joins the tail of the target queue."""
     n, actor = node(), dict(g.staff)

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint
 
+from edge_node.api.feedback import date_field
 from edge_node.api.routing import api_route, node
-from edge_node.api.schema import Field
 from edge_node.api.shapes import INT, NUM, STR, arr, nullable, obj
 from edge_node.domain import kpi
 from edge_node.domain.roles import AUDITORS, SUPERVISORS
@@ -28,7 +28,7 @@ KPI = obj(
 
 @api_route(bp, "/kpi", "GET", summary="Live KPIs of a business day (default today)",
            roles=SUPERVISORS | AUDITORS, response=KPI,
-           query=[Field("date", "string", required=False, pattern=r"\d{4}-\d{2}-\d{2}")])
+           query=[date_field("date", required=False)])
 def live_kpi(query: dict[str, Any]) -> dict[str, Any]:
     """Computed on the reader connection: never blocks the writer."""
     n = node()

@@ -36,6 +36,8 @@ class RouteSpec:
     status: int
     tag: str
     errors: tuple[int, ...] = ()
+    rules: tuple[dict[str, Any], ...] = ()
+    cross_field_rules: tuple[str, ...] = ()
 
 
 ROUTES: list[RouteSpec] = []
@@ -53,16 +55,21 @@ def api_route(
     bp: Blueprint, rule: str, method: str, *, summary: str,
     roles: Collection[str] | None, response: dict[str, Any],
     body: Sequence[Field] | None = None, query: Sequence[Field] = (), status: int = 200,
-    errors: Sequence[int] = (),
+    errors: Sequence[int] = (), rules: Sequence[dict[str, Any]] = (),
+    cross_field_rules: Sequence[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a JSON route; `roles=None` makes it public (health, login, openapi).
 
-    `errors` adds error statuses beyond those implied by body, roles and path.
+    `errors` adds error statuses beyond those implied by body, roles and path. `rules` are
+    JSON Schema rules over several body fields (the domain enforces them);
+    `cross_field_rules` the messages of 400s for rules JSON Schema cannot state (an end
+    before its start), declared in the document as `x-cross-field-rules`.
     """
     prefix = bp.url_prefix or ""
     spec = RouteSpec(prefix + rule, method, summary, frozenset(roles) if roles is not None
                      else None, tuple(body) if body is not None else None, tuple(query),
-                     response, status, bp.name, tuple(errors))
+                     response, status, bp.name, tuple(errors), tuple(rules),
+                     tuple(cross_field_rules))
     ROUTES.append(spec)
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:

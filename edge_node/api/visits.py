@@ -33,7 +33,7 @@ VISIT = obj(
 
 VISIT_BODY = [
     Field("services", "array", min=1, max=visits.MAX_SERVICES_PER_VISIT, items="string",
-          description="Service codes, in the order they will be served"),
+          unique=True, description="Service codes, each once, in the order they will be served"),
     Field("priority", "string", required=False, pattern=CODE,
           description="Priority class code (default: normal)"),
     Field("citizen_id", "string", required=False, pattern=UUID),

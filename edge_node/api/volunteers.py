@@ -7,19 +7,20 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, g
 
-from edge_node.api.feedback import DATE
+from edge_node.api.feedback import date_field
 from edge_node.api.routing import api_route, node
-from edge_node.api.schema import Field
+from edge_node.api.schema import Field, at_least_one
 from edge_node.api.shapes import BOOL, INT, NUM, STR, arr, nullable, obj
 from edge_node.domain import volunteer_shifts, volunteers
-from edge_node.domain.citizens import NAME_MAX_CHARS
+from edge_node.domain.citizens import NAME_MAX_CHARS, NAME_PATTERN, PHONE_PATTERN
 from edge_node.domain.roles import SUPERVISORS
 
 T = TypeVar("T")
 bp = Blueprint("volunteers", __name__, url_prefix="/api")
 
 ON_SHIFT = SUPERVISORS | {"volunteer"}
-HHMM = r"\d{2}:\d{2}"
+HHMM = volunteer_shifts.HHMM_PATTERN
+HH_COLON_MM = r"[0-9]{2}:[0-9]{2}"  # checked here; the domain then says when it is no time
 VOLUNTEER = obj(id=STR, name=STR, phone=nullable(STR), skills=arr(STR), active=BOOL,
                 created_at=STR, updated_at=STR)
 SHIFT = obj(id=STR, volunteer_id=STR, volunteer_name=STR, business_date=STR, planned_start=STR,
@@ -27,10 +28,17 @@ SHIFT = obj(id=STR, volunteer_id=STR, volunteer_name=STR, business_date=STR, pla
             checked_out_at=nullable(STR), assists=INT, created_at=STR)
 HOURS = obj(volunteer_id=STR, name=STR, shifts=INT, attended=INT, planned_hours=NUM,
             worked_hours=NUM, assists=INT)
-PHONE = Field("phone", "string", required=False, min=1, max=20,
+PHONE = Field("phone", "string", required=False, min=1, max=20, pattern=PHONE_PATTERN,
+              domain_checked=True,
               description="Pakistani mobile: 03XX-XXXXXXX or +923XXXXXXXXX (stored encrypted)")
 SKILLS = Field("skills", "array", required=False, max=volunteers.MAX_SKILLS, items="string",
+               item_pattern=volunteers.SKILL_PATTERN, domain_checked=True,
                description="Skill codes, e.g. urdu, pashto, sign_language, wheelchair_help")
+NAME = Field("name", "string", min=1, max=NAME_MAX_CHARS, pattern=NAME_PATTERN,
+             domain_checked=True, description="Not blank, no control characters")
+PATCH_FIELDS = [Field("name", "string", required=False, min=1, max=NAME_MAX_CHARS,
+                      pattern=NAME_PATTERN, domain_checked=True), PHONE, SKILLS,
+                Field("active", "boolean", required=False)]
 
 
 def _as_staff(fn: Callable[..., T], *args: Any) -> T:
@@ -42,7 +50,7 @@ def _as_staff(fn: Callable[..., T], *args: Any) -> T:
 
 @api_route(bp, "/volunteers", "POST", summary="Add a volunteer to the roster", status=201,
            roles=SUPERVISORS, response=VOLUNTEER,
-           body=[Field("name", "string", min=1, max=NAME_MAX_CHARS), PHONE, SKILLS])
+           body=[NAME, PHONE, SKILLS])
 def add_volunteer(body: dict[str, Any]) -> dict[str, Any]:
     """Active from the start."""
     n, actor = node(), dict(g.staff)
@@ -72,8 +80,7 @@ def get_volunteer(volunteer_id: str) -> dict[str, Any]:
 
 @api_route(bp, "/volunteers/<volunteer_id>", "PATCH", roles=SUPERVISORS, response=VOLUNTEER,
            summary="Change a volunteer's name, phone, skills or active flag",
-           body=[Field("name", "string", required=False, min=1, max=NAME_MAX_CHARS), PHONE,
-                 SKILLS, Field("active", "boolean", required=False)])
+           body=PATCH_FIELDS, rules=[at_least_one(PATCH_FIELDS)])
 def update_volunteer(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Only the fields sent change."""
     keys = node().keys
@@ -83,9 +90,14 @@ def update_volunteer(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @api_route(bp, "/volunteers/<volunteer_id>/shifts", "POST", summary="Plan a shift",
            roles=SUPERVISORS, status=201, response=SHIFT,
-           body=[Field("business_date", "string", pattern=DATE),
-                 Field("planned_start", "string", pattern=HHMM, description="HH:MM"),
-                 Field("planned_end", "string", pattern=HHMM, description="HH:MM"),
+           cross_field_rules=[volunteer_shifts.END_AFTER_START],
+           body=[date_field("business_date"),
+                 Field("planned_start", "string", pattern=HHMM, shape=HH_COLON_MM,
+                       domain_checked=True,
+                       description="HH:MM, 00:00 to 23:59"),
+                 Field("planned_end", "string", pattern=HHMM, shape=HH_COLON_MM,
+                       domain_checked=True,
+                       description="HH:MM, 00:00 to 23:59"),
                  Field("assignment", "string", required=False, min=1, max=100,
                        description="Where or what, e.g. reception desk, elderly help")])
 def add_shift(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +107,7 @@ def add_shift(volunteer_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @api_route(bp, "/volunteer-shifts", "GET", summary="The shifts of a day (default today)",
            roles=ON_SHIFT, response=arr(SHIFT),
-           query=[Field("date", "string", required=False, pattern=DATE)])
+           query=[date_field("date", required=False)])
 def list_shifts(query: dict[str, Any]) -> list[dict[str, Any]]:
     """By planned start."""
     n = node()
@@ -129,7 +141,8 @@ def add_assists(shift_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @api_route(bp, "/volunteers/hours", "GET", roles=SUPERVISORS, response=arr(HOURS),
            summary="Hours per volunteer over a date range (planned, worked, assists)",
-           query=[Field("from", "string", pattern=DATE), Field("to", "string", pattern=DATE)])
+           query=[date_field("from"), date_field("to")],
+           cross_field_rules=[volunteer_shifts.TO_BEFORE_FROM, volunteer_shifts.RANGE_TOO_LONG])
 def hours(query: dict[str, Any]) -> list[dict[str, Any]]:
     """Worked hours count finished shifts only."""
     return volunteer_shifts.hours_report(node().reader(), query["from"], query["to"])

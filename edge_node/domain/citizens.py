@@ -32,9 +32,50 @@ PROVINCES = {
     "5": "Balochistan", "6": "Islamabad", "7": "Gilgit-Baltistan",
 }
 # Urdu keyboards type Extended Arabic-Indic digits (۰–۹); some type Arabic-Indic (٠–٩).
-_WESTERN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+_WESTERN_SOURCE = "۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩"
+_WESTERN = str.maketrans(_WESTERN_SOURCE, "01234567890123456789")
 _CNIC = re.compile(r"[0-9]{5}-[0-9]{7}-[0-9]|[0-9]{13}")
 _MOBILE = re.compile(r"(?:\+92|0092|0)(3[0-9]{9})")
+
+
+def _char(ch: str) -> str:
+    """One character for a regex class: ASCII letters and digits as they are, the rest as a
+    `\\uXXXX` escape, which Python `re` and ECMA-262 (JSON Schema) read alike."""
+    return ch if ch.isascii() and ch.isalnum() else f"\\u{ord(ch):04x}"
+
+
+def char_class(chars: str, negate: bool = False) -> str:
+    """A regex class of `chars` (or of all but them), runs written as ranges."""
+    points, runs = sorted({ord(ch) for ch in chars}), list[list[int]]()
+    for point in points:
+        if runs and point == runs[-1][1] + 1:
+            runs[-1][1] = point
+        else:
+            runs.append([point, point])
+    body = "".join(_char(chr(a)) + (f"-{_char(chr(b))}" if b > a else "") for a, b in runs)
+    return f"[{'^' if negate else ''}{body}]"
+
+
+def digit_class(western: str = "0123456789") -> str:
+    """A regex class of these digits and the Urdu/Arabic digits `western_digits` maps to them."""
+    return char_class(western + "".join(
+        ch for ch in _WESTERN_SOURCE if ch.translate(_WESTERN) in western))
+
+
+# The exact inputs the parsers below accept, as regexes the OpenAPI document declares (one
+# definition: built from the same tables; tests/test_input_patterns.py checks they agree).
+_SPACES = "".join(chr(c) for c in range(0x10000) if chr(c).isspace())  # strip, split and \s
+_NAME_FORBIDDEN = "".join(chr(c) for c in range(0xA0) if unicodedata.category(chr(c)) == "Cc"
+                          and not chr(c).isspace())
+_D, _S = digit_class(), char_class(_SPACES) + "*"
+_SEP = char_class(_SPACES + "()-") + "*"
+CNIC_PATTERN = (f"{_S}{digit_class(''.join(PROVINCES))}{_D}{{4}}"
+                f"(?:-{_D}{{7}}-|{_D}{{7}}){digit_class('123456789')}{_S}")
+PHONE_PATTERN = (_SEP + "(?:\\+" + _SEP + digit_class("9") + _SEP + digit_class("2") + "|"
+                 + _SEP.join(digit_class(d) for d in "0092") + "|" + digit_class("0") + ")"
+                 + _SEP + digit_class("3") + (_SEP + _D) * 9 + _SEP)
+_NAME_CHAR = char_class(_NAME_FORBIDDEN, negate=True)
+NAME_PATTERN = f"{_NAME_CHAR}*{char_class(_NAME_FORBIDDEN + _SPACES, negate=True)}{_NAME_CHAR}*"
 
 CNIC_FORMAT = "cnic: must be 13 digits, written XXXXX-XXXXXXX-X or without dashes"
 CNIC_PROVINCE = "cnic: first digit must be a province code 1-7"

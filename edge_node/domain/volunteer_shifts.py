@@ -19,15 +19,24 @@ from edge_node.errors import ConflictError, NotFoundError, ValidationError
 from edge_node.ids import new_id, parse_iso
 
 MAX_REPORT_DAYS = 366
-_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+# Refusals of values that fit the schema one by one but not together (declared in OpenAPI).
+END_AFTER_START = "planned_end: must be after planned_start"
+TO_BEFORE_FROM = "to: must not be before from"
+RANGE_TOO_LONG = f"to: a report covers at most {MAX_REPORT_DAYS} days"
+# Declared as they are in the OpenAPI document (one definition). A date is also a real one
+# (`format: date`: no 2026-02-30); year 0000 does not exist in Python's calendar.
+DATE_PATTERN = r"(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}"
+HHMM_PATTERN = r"([01][0-9]|2[0-3]):([0-5][0-9])"
+_DATE = re.compile(DATE_PATTERN)
+_HHMM = re.compile(HHMM_PATTERN)
 _SHIFT_SQL = ("SELECT s.*, v.name AS volunteer_name FROM volunteer_shifts s "
               "JOIN volunteers v ON v.id = s.volunteer_id")
 
 
 def parse_day(text: str, field: str) -> date:
-    """A YYYY-MM-DD calendar date."""
+    """A YYYY-MM-DD calendar date that exists (not 2026-02-30, nor an ISO week date)."""
     try:
-        if len(text) == 10:
+        if _DATE.fullmatch(text):
             return date.fromisoformat(text)
     except ValueError:
         pass
@@ -71,7 +80,7 @@ def add_shift(db: Database, volunteer_id: str, plan: dict[str, Any], actor: dict
     day = parse_day(plan["business_date"], "business_date").isoformat()
     start, end = plan["planned_start"], plan["planned_end"]
     if minutes(end, "planned_end") <= minutes(start, "planned_start"):
-        raise ValidationError("planned_end: must be after planned_start")
+        raise ValidationError(END_AFTER_START)
     if not volunteer_row(db, volunteer_id)["active"]:
         raise ConflictError("the volunteer is inactive; reactivate them first")
     _check_overlap(db, volunteer_id, day, start, end)
@@ -137,9 +146,9 @@ def _report_range(first: str, last: str) -> tuple[str, str]:
     """A valid, bounded date range."""
     start, end = parse_day(first, "from"), parse_day(last, "to")
     if end < start:
-        raise ValidationError("to: must not be before from")
+        raise ValidationError(TO_BEFORE_FROM)
     if end - start >= timedelta(days=MAX_REPORT_DAYS):
-        raise ValidationError(f"to: a report covers at most {MAX_REPORT_DAYS} days")
+        raise ValidationError(RANGE_TOO_LONG)
     return start.isoformat(), end.isoformat()
 
 

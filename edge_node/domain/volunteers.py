@@ -19,7 +19,8 @@ from edge_node.store.keyfile import NodeKeys
 
 TABLE = "volunteers"
 MAX_SKILLS = 20
-_SKILL = re.compile(r"[a-z0-9_]{1,32}")
+SKILL_PATTERN = r"[a-z0-9_]{1,32}"  # declared as it is in the OpenAPI document
+_SKILL = re.compile(SKILL_PATTERN)
 
 
 def check_skills(skills: list[str]) -> list[str]:
