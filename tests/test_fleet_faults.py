@@ -69,6 +69,8 @@ from tests.test_sync_faults import (
 )
 from tests.tls_broker import TLSBroker
 
+pytestmark = pytest.mark.broker  # every test here runs a TLS broker
+
 if TYPE_CHECKING:
     from edge_node.node import Node as OpenNode
 
@@ -799,8 +801,8 @@ def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
     env.broker.start()
     try:
-        admin = env.broker.identity("broker-admin")
-        capture = RawClient(env, "broker-admin", admin.certfile, admin.keyfile,
+        admin = env.broker.identity("wiretap")
+        capture = RawClient(env, "wiretap", admin.certfile, admin.keyfile,
                             f"{topics.ROOT}/node/+/up")
         with closing(HQDatabase(env.hq_url)) as hq:
             enqueue(hq, "catalog", {**load_seed(), "catalog_version": 7, "agencies": "x"})

@@ -281,6 +281,7 @@ QUIET_WINDOW_S = 15
 MAX_DOWN_MESSAGES = 4
 
 
+@pytest.mark.broker
 def test_restored_node_gets_downstream_again_without_a_message_loop(
         env: SyncEnv, worker: Worker, settings: Settings) -> None:
     """backup → publish (applied) → restore → publish again: the node applies what follows,
@@ -500,6 +501,7 @@ def hq_rows_json(url: str, table: str) -> list[str]:
         db.close()
 
 
+@pytest.mark.broker
 def test_restored_node_never_reissues_numbers_hq_has_seen(
         env: SyncEnv, worker: Worker, settings: Settings) -> None:
     """backup → tickets, references, audit entries and a catalog reach HQ → disk lost, restore →
