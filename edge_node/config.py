@@ -75,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
             "deleted after each backup."),
     Setting("backup_dir", "", "Directory of the daily backups; empty means <data_dir>/backups. "
             "Prefer another disk. The key file is not in a backup: keep a copy apart."),
+    Setting("retention_days", 90, "Days the node keeps citizen PII, visit detail and collected "
+            "applications once HQ has acknowledged them; removed daily by `edge-node serve` "
+            "(or `edge-node retention run`), never at HQ. 0 keeps them forever."),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -114,6 +117,7 @@ class Settings(TypedDict):
     backup_hour: int
     backup_keep: int
     backup_dir: str
+    retention_days: int
 
 
 def is_settings(values: Mapping[str, Any]) -> TypeGuard[Settings]:
@@ -222,5 +226,8 @@ def _check_ranges(values: Mapping[str, Any]) -> None:
                  "priority_ratio"):
         if values[name] < 1:
             raise ConfigError(f"setting '{name}' must be at least 1, got {values[name]}")
+    if values["retention_days"] < 0:
+        raise ConfigError(f"setting 'retention_days' must be 0 (keep forever) or more, "
+                          f"got {values['retention_days']}")
     if values["log_level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("setting 'log_level' must be DEBUG, INFO, WARNING or ERROR")

@@ -125,6 +125,26 @@ def iter_changes(conn: Connection, after_seq: int = 0, limit: int = 500) -> Iter
         yield Change(seq, hlc, tbl, pk, op, json.loads(data) if data else None)
 
 
+def issued_seq(conn: Connection) -> int:
+    """The outbox's AUTOINCREMENT counter: the highest seq ever issued (0 before any)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", [OUTBOX_TABLE]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def discard_since(conn: Connection, seq: int) -> int:
+    """Un-capture: drop the records captured after `seq` and give their seqs back.
+
+    Only for changes the node makes to itself and must never send (the retention
+    purge): call it in the same transaction that captured them, with `seq` read
+    from `issued_seq` just before, and before anything else is captured. The
+    counter goes back to `seq`, so the next record is `seq + 1` and HQ never waits
+    on a gap. Returns how many records were dropped.
+    """
+    dropped = int(conn.execute(f"DELETE FROM {OUTBOX_TABLE} WHERE seq > ?", [seq]).rowcount)
+    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", [seq, OUTBOX_TABLE])
+    return dropped
+
+
 def outbox_stats(conn: Connection) -> dict[str, Any]:
     """Count, first and last seq of the outbox."""
     count, first, last = conn.execute(
@@ -134,6 +154,6 @@ def outbox_stats(conn: Connection) -> dict[str, Any]:
 
 
 __all__ = [
-    "OUTBOX_DDL", "Change", "install_capture", "iter_changes", "latest_hlc",
-    "outbox_stats", "register_clock",
+    "OUTBOX_DDL", "Change", "discard_since", "install_capture", "issued_seq", "iter_changes",
+    "latest_hlc", "outbox_stats", "register_clock",
 ]

@@ -18,6 +18,7 @@ from edge_node.cli.common import opened_node, settings_of, user_errors
 from edge_node.cli.doctor import doctor
 from edge_node.cli.enroll import enroll
 from edge_node.cli.install import install_systemd
+from edge_node.cli.retention import retention
 from edge_node.cli.retire import retire
 from edge_node.config import SETTINGS
 from edge_node.node import Node
@@ -359,5 +360,5 @@ def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
     click.echo(f"created {row['role']} account {row['username']}")
 
 
-for command in (enroll, backup, restore, retire, install_systemd, doctor):
+for command in (enroll, backup, restore, retire, retention, install_systemd, doctor):
     main.add_command(command)

@@ -32,6 +32,9 @@ BROKER_TIMEOUT_S = 5
 BACKLOG_WARN_S = 1 * DAY_S
 BACKLOG_FAIL_S = 7 * DAY_S
 BACKUP_WARN_S = 2 * DAY_S
+# Citizen data may outlive retention_days by the business-day rounding of visits and the
+# daily job's interval (a day each): past this margin the purge is not running.
+PII_AGE_MARGIN_S = 3 * DAY_S
 CERT_RENEW_FRACTION = 2 / 3  # same point of life as the agent's automatic renewal
 CRL_WARN_LEFT_S = 7 * DAY_S
 CLOCK_BEHIND_TOLERANCE_S = 2.0
@@ -57,6 +60,7 @@ class Thresholds:
     backlog_warn_s: float = BACKLOG_WARN_S
     backlog_fail_s: float = BACKLOG_FAIL_S
     backup_warn_s: float = BACKUP_WARN_S
+    pii_margin_s: float = PII_AGE_MARGIN_S
     broker_timeout_s: float = BROKER_TIMEOUT_S
 
     @classmethod

@@ -44,6 +44,7 @@ from edge_node.ops.node_checks import (
     check_disk,
     check_encryption,
     check_key_file,
+    check_pii_age,
     check_service,
 )
 
@@ -55,7 +56,8 @@ CHECKS: tuple[tuple[str, Callable[[Doctor], Result]], ...] = (
     ("key-file", check_key_file), ("encryption", check_encryption),
     ("database", check_database), ("disk", check_disk), ("clock", check_clock),
     ("certificate", check_certificate), ("crl", check_crl), ("broker", check_broker),
-    ("backlog", check_backlog), ("backup", check_backup), ("service", check_service),
+    ("backlog", check_backlog), ("pii-age", check_pii_age), ("backup", check_backup),
+    ("service", check_service),
 )
 
 

@@ -11,7 +11,8 @@ from typing import cast
 
 from sqlite_utils import Database
 
-from edge_node.ids import parse_iso
+from edge_node.domain.retention import oldest_pii
+from edge_node.ids import iso, parse_iso
 from edge_node.node import Node
 from edge_node.ops.checkup import (
     CLOCK_BEHIND_TOLERANCE_S,
@@ -216,6 +217,32 @@ def check_backlog(doc: Doctor) -> Result:
     if age > doc.limits.backlog_warn_s:
         return Result("backlog", WARN, finding, fix)
     return Result("backlog", PASS, finding)
+
+
+def check_pii_age(doc: Doctor) -> Result:
+    """How long the oldest citizen data was last used, against `retention_days` (+ a margin).
+
+    Citizens named by an application not yet collected are kept by the rule and not
+    counted. A WARN means the daily purge is not running, or HQ has not acknowledged.
+    """
+    name = "pii-age"
+    if doc.db is None:
+        return Result(name, SKIP, "database unreadable (see database)")
+    now, days = doc.now(), doc.settings["retention_days"]
+    limit = now - dt.timedelta(days=days, seconds=doc.limits.pii_margin_s)
+    held = oldest_pii(doc.db, iso(limit))
+    if held.oldest_used_at is None:
+        return Result(name, PASS, "no citizen data held (apart from open applications)")
+    age = (now - parse_iso(held.oldest_used_at)).total_seconds()
+    finding = f"oldest citizen data last used {span(age)} ago ({held.citizens} citizens held)"
+    if days == 0:
+        return Result(name, PASS, finding + "; retention is off (retention_days = 0)")
+    if held.past_cutoff:
+        return Result(name, WARN, f"{finding}; {held.past_cutoff} past the {days}-day "
+                      "retention", "the purge runs daily in `edge-node serve` (see service) "
+                      "and only takes what HQ acknowledged (see backlog); or run "
+                      "`edge-node retention run`")
+    return Result(name, PASS, f"{finding}; retention {days} days")
 
 
 def check_backup(doc: Doctor) -> Result:

@@ -1,4 +1,5 @@
-"""Scheduler jobs that run inside `edge-node serve`: no-show expiry and the daily KPI snapshot."""
+"""Scheduler jobs that run inside `edge-node serve`: no-show expiry, the daily KPI snapshot,
+the nightly backup and the daily retention purge."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from edge_node.domain import kpi, queue
 from edge_node.node import Node
 
 log = logging.getLogger(__name__)
+RETENTION_HOUR, RETENTION_MINUTE = 3, 40  # local time: after the backup, before opening
 
 
 def expire_no_shows(node: Node) -> int:
@@ -44,6 +46,17 @@ def backup_daily(node: Node) -> None:
     log.info("daily backup %s", made.path.name)
 
 
+def retention_daily(node: Node) -> None:
+    """The daily retention purge (edge_node/ops/retention.py); a failure is logged, next day
+    retries."""
+    from edge_node.ops.retention import run
+
+    try:
+        run(node)
+    except Exception as exc:  # the scheduler would only log it less clearly
+        log.error("retention purge failed: %s: %s", type(exc).__name__, exc)
+
+
 def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     """Register the jobs; a failing run is logged and retried at the next interval."""
     scheduler.add_job(expire_no_shows, "interval", args=[node], id="expire_no_shows",
@@ -57,6 +70,9 @@ def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     check_schedule(node.settings)
     scheduler.add_job(backup_daily, "cron", args=[node], id="backup",
                       hour=node.settings["backup_hour"], minute=30, coalesce=True,
+                      max_instances=1)
+    scheduler.add_job(retention_daily, "cron", args=[node], id="retention",
+                      hour=RETENTION_HOUR, minute=RETENTION_MINUTE, coalesce=True,
                       max_instances=1)
 
 
