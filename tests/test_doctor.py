@@ -118,6 +118,7 @@ def test_database_pass_then_tampered_file_fails(settings: Settings) -> None:
     result = check(settings, "database")
     assert result.status == FAIL and "restore" in result.fix
     assert check(settings, "backlog").status == SKIP  # nothing else reads a bad database
+    assert check(settings, "pii-age").status == SKIP
 
 
 def test_plaintext_database_fails_encryption(settings: Settings) -> None:
