@@ -225,6 +225,19 @@ def test_dry_run_changes_nothing_and_counts_what_a_run_removes(
     assert real.counts == dry.counts
 
 
+def test_batches_remove_the_same_and_audit_each(node: Node, scene: dict[str, Person],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """One visit per transaction: the same rows go as in one go, one audit entry per batch
+    that removed something, and the run stops at the visit HQ has not acknowledged."""
+    dry = retention.run(node, dry_run=True)
+    monkeypatch.setattr(retention, "BATCH_VISITS", 1)
+    real = retention.run(node)
+    assert real.counts == dry.counts and real.counts["visits"] == 2
+    entries = node.reader().execute("SELECT count(*) FROM audit_log WHERE action = "
+                                    "'retention.purge'").fetchone()[0]
+    assert entries == 2
+
+
 def test_retention_off_removes_nothing(node: Node, scene: dict[str, Person]) -> None:
     """retention_days = 0 keeps everything."""
     node.settings["retention_days"] = 0

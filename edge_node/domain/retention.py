@@ -99,12 +99,14 @@ def _old_applications(db: Database, cut: Cutoff, pending: dict[str, set[str]]) -
         if i not in pending["applications"]]
 
 
-def _old_visits(db: Database, cut: Cutoff, pending: dict[str, set[str]]
+def _old_visits(db: Database, cut: Cutoff, pending: dict[str, set[str]], limit: int
                 ) -> dict[str, list[str]]:
-    """Ids per VISIT_TABLES of old visits that hold no application and are all at HQ."""
+    """Ids per VISIT_TABLES of old visits (the oldest `limit`, -1: all) that hold no
+    application and are all at HQ."""
     visits = _ids(db.conn.execute(
         "SELECT id FROM visits WHERE business_date < ? AND id NOT IN (SELECT t.visit_id "
-        "FROM applications a JOIN tickets t ON t.id = a.ticket_id)", [cut.day]))
+        "FROM applications a JOIN tickets t ON t.id = a.ticket_id) "
+        "ORDER BY business_date, id LIMIT ?", [cut.day, limit]))
     owner = {v: v for v in visits}  # row id -> visit id, for every row of these visits
     rows: dict[str, list[tuple[str, str]]] = {"visits": [(v, v) for v in visits]}
     rows["tickets"] = _in(db, "SELECT id, visit_id FROM tickets WHERE visit_id IN "
@@ -130,18 +132,21 @@ def _old_citizens(db: Database, cut: Cutoff, pending: dict[str, set[str]]) -> li
         [cut.at])) if i not in pending["citizens"]]
 
 
-def purge(db: Database, cut: Cutoff, acked_seq: int, now: str,
-          settings: Settings) -> dict[str, int]:
+def purge(db: Database, cut: Cutoff, acked_seq: int, now: str, settings: Settings,
+          visit_limit: int = -1) -> dict[str, int]:
     """Remove what the retention rule allows (writer); counts per table, no PII.
 
     `acked_seq`: HQ's acknowledged seq as read before this write (it only grows, so an
-    older value only keeps more). The deletes are un-captured; the audit entry is not.
+    older value only keeps more). `visit_limit` bounds one transaction: the oldest that
+    many old visits are considered (-1: all). The deletes are un-captured; the audit
+    entry is not.
     """
     counts = {"kpi_snapshots_taken": _snapshot_missing_days(db, cut, now, settings)}
     mark = issued_seq(db.conn)
     pending = _pending(db, acked_seq)
     counts["applications"] = _delete(db, "applications", _old_applications(db, cut, pending))
-    for table, ids in _old_visits(db, cut, pending).items():
+    old_visits = _old_visits(db, cut, pending, visit_limit)
+    for table, ids in old_visits.items():
         counts[table] = _delete(db, table, ids)
     counts["citizens"] = _delete(db, "citizens", _old_citizens(db, cut, pending))
     discard_since(db.conn, mark)
