@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import threading
 import time
@@ -62,9 +63,7 @@ class Agent:
     def __init__(self, port: OutboxPort, identity: NodeIdentity, version: str,
                  link_factory: Callable[..., MqttLink] = MqttLink) -> None:
         """Prepare (nothing connects until `start`)."""
-        self.port = port
-        self.identity = identity
-        self.version = version
+        self.port, self.identity, self.version = port, identity, version
         node = identity.node_id
         self.link = link_factory(LinkConfig(
             client_id=node, host=identity.broker_host, port=identity.broker_port,
@@ -74,6 +73,7 @@ class Agent:
             self._on_message, self._on_connected, self._on_disconnected)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._inflight: deque[_InFlight] = deque()
         self._restore = port.restore_point()  # set: ask HQ where new records may start
@@ -81,13 +81,11 @@ class Agent:
         self._next = port.acked_seq() + 1
         self._generation = 0  # bumped by every reset: PUBACKs of older batches are stale
         self._hq_away = False  # the broker said no subscriber got our last batch
-        self._probe_delay = 0.0
-        self._probe_at = 0.0
+        self._probe_delay = self._probe_at = 0.0
         self.batch_records = BATCH_MIN_RECORDS * 5
         self.last_ack_at: float | None = None
         self.bytes_sent = 0
-        self._status_at = 0.0
-        self._renew_asked_at = 0.0
+        self._status_at = self._renew_asked_at = 0.0
         self._down_acked = (-1, 0.0)  # (seq, monotonic time) of the last downstream ack sent
         self._thread: threading.Thread | None = None
 
@@ -116,6 +114,7 @@ class Agent:
         """Fill the window, resend on timeout, publish status; until stopped."""
         while not self._stop.is_set():
             try:
+                self._drain_inbox()
                 if self.link.connected:
                     self._check_timeout()
                     self._maybe_ask_resume()
@@ -226,6 +225,22 @@ class Agent:
 
     # -- downstream ------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
+        """paho's network thread: hand the message to the agent's thread and return at once,
+        so applying downstream items (a writer round trip each) never holds up PUBACKs,
+        acks or keepalive pings. A message lost with the process is sent again by HQ."""
+        self._inbox.put((topic, payload))
+        self._wake.set()
+
+    def _drain_inbox(self) -> None:
+        """Handle every message paho handed over, in arrival order (agent thread)."""
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle_message(topic, payload)
+
+    def _handle_message(self, topic: str, payload: bytes) -> None:
         """Acks and downstream envelopes, both signed by HQ."""
         try:
             env = envelope.parse(payload)
@@ -304,33 +319,17 @@ class Agent:
         self._wake.set()
 
     def _handle_down(self, body: Any) -> None:
-        """Apply downstream items in seq order, then ack the highest applied.
-
-        A gap (HQ sent from above our seq) or a resend of what we have is
-        logged; the ack tells HQ where to go on. An ack that repeats the last
-        one waits DOWN_ACK_REPEAT_S, so a confused HQ cannot make us loop.
-        """
+        """Apply downstream items in seq order, then ack the highest applied (a gap or a
+        resend is logged; a repeated ack waits DOWN_ACK_REPEAT_S, so HQ cannot make us loop)."""
         serial = self.identity.certificate().serial_number
         before = self.port.down_seq()
         applied = batches.apply_down_items(self.port, body)
         if not applied:
-            self._log_down_mismatch(before, body)
+            batches.log_down_mismatch(before, body)
         self._send_down_ack()
         if self.identity.certificate().serial_number != serial:  # renewed certificate
             self._renew_asked_at = 0.0
             self.link.reload_credentials()
-
-    def _log_down_mismatch(self, down_seq: int, body: Any) -> None:
-        """Nothing applied: say whether HQ skipped ahead (gap) or resent old items."""
-        seqs = batches.down_seqs(body)
-        if not seqs:
-            return
-        if min(seqs) > down_seq + 1:
-            log.warning("downstream gap: applied through %d, HQ sent %d..%d; asking HQ to "
-                        "send again from %d", down_seq, min(seqs), max(seqs), down_seq + 1)
-        else:
-            log.info("HQ sent downstream %d..%d again; applied through %d", min(seqs),
-                     max(seqs), down_seq)
 
     def _send_down_ack(self) -> None:
         """Tell HQ which downstream seq is applied (a repeat at most every DOWN_ACK_REPEAT_S)."""

@@ -9,12 +9,14 @@ apply HQ's messages the same way.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Protocol
 
 from sync import envelope
 from sync.identity import NodeIdentity
 
+log = logging.getLogger(__name__)
 BATCH_MAX_BYTES = 600_000
 RECORD_OVERHEAD_BYTES = 80
 MAX_REFUSED_IN_ACK = 256  # newest refusals repeated in every down ack (HQ records each once)
@@ -128,3 +130,16 @@ def apply_down_items(port: DownTarget, body: Any) -> int:
         port.apply_down(item["seq"], str(item.get("kind")), item.get("payload"))
         applied += 1
     return applied
+
+
+def log_down_mismatch(down_seq: int, body: Any) -> None:
+    """Nothing applied: say whether HQ skipped ahead (a gap) or resent old items."""
+    seqs = down_seqs(body)
+    if not seqs:
+        return
+    if min(seqs) > down_seq + 1:
+        log.warning("downstream gap: applied through %d, HQ sent %d..%d; asking HQ to "
+                    "send again from %d", down_seq, min(seqs), max(seqs), down_seq + 1)
+    else:
+        log.info("HQ sent downstream %d..%d again; applied through %d", min(seqs),
+                 max(seqs), down_seq)
