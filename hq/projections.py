@@ -18,6 +18,7 @@ text column) is projected as NULL or as JSON text; the merge state keeps it as s
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -165,6 +166,7 @@ def values(p: Projection, pk: str, origin: str, center_id: str, row: Mapping[str
     return (pk, *typed, center_id, origin, hlc)
 
 
+@functools.cache
 def upsert_sql(p: Projection) -> str:
     """INSERT of one projection row that replaces the row already there."""
     names = p.names
