@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs.broker import NODE_ID
-from hq import refusals, resume
+from hq import projections, refusals, resume
 from hq.downstream import realign
 from hq.store import HQDatabase, utc_now
 from sync import envelope
@@ -336,14 +336,16 @@ def _advance(tx: HQDatabase, node_id: str, acked: int) -> int:
 
 
 def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str) -> None:
-    """Merge one record into hq_records (and hq_audit for audit entries)."""
+    """Merge one record into hq_records, its typed projection (hq/projections.py) and, for
+    audit entries, hq_audit."""
     tbl, pk = record["tbl"], record["pk"]
     row = tx.execute("SELECT state, origin FROM hq_records WHERE tbl = ? AND pk = ?"
                      + tx.lock_clause(), [tbl, pk]).fetchone()
     pol = policy_for(tbl)
     state, conflicts = merge(State.from_json(row[0] if row else None), pol,
                              record["op"], record["data"], record["hlc"])
-    state_json, row_json = state.to_json(), _dumps(state.visible())  # once: JSON is the cost
+    visible = state.visible()
+    state_json, row_json = state.to_json(), _dumps(visible)  # once: JSON is the cost
     newest = max([record["hlc"], *state.clocks.values()])
     tx.execute(
         "INSERT INTO hq_records (tbl, pk, origin, state, row_json, hlc, updated_at) "
@@ -356,6 +358,7 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
         tx.execute("INSERT INTO hq_conflicts (tbl, pk, col, clock, value_json, winner_clock) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
                    [tbl, pk, c.column, c.clock, json.dumps(c.value), c.winner_clock])
+    projections.project(tx, tbl, pk, row[1] if row else node_id, visible, newest)
     if pol.hash_chained and record["data"]:
         _audit_entry(tx, node_id, record["data"])
 

@@ -3,6 +3,9 @@
 SQL is written once with `?` placeholders and portable types; for PostgreSQL
 the placeholders become `%s`. Each unit of work is one transaction.
 
+The schema is a list of named migrations (hq/migrations.py), run on open and
+recorded in `hq_migrations`.
+
 HQ holds every center's data, so the SQLite store is encrypted with SQLCipher
 (as on the node) under a raw 256-bit key kept in `<db>.key` beside it (hex,
 mode 0600), made together with the store on first open; the store file is
@@ -32,36 +35,6 @@ import sqlcipher3
 
 from certs.files import create_new
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS hq_nodes (
-        node_id TEXT PRIMARY KEY, center_id TEXT NOT NULL, cert_pem TEXT NOT NULL,
-        hpke_public TEXT, revoked INTEGER NOT NULL DEFAULT 0, acked_seq BIGINT NOT NULL DEFAULT 0,
-        last_seen TEXT, status TEXT, down_seq BIGINT NOT NULL DEFAULT 0,
-        down_acked BIGINT NOT NULL DEFAULT 0, enrolled_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS hq_seen (
-        node_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node_id, seq))""",
-    """CREATE TABLE IF NOT EXISTS hq_records (
-        tbl TEXT NOT NULL, pk TEXT NOT NULL, origin TEXT NOT NULL, state TEXT NOT NULL,
-        row_json TEXT, hlc TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (tbl, pk))""",
-    """CREATE TABLE IF NOT EXISTS hq_conflicts (
-        tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL, clock TEXT NOT NULL,
-        value_json TEXT, winner_clock TEXT NOT NULL, PRIMARY KEY (tbl, pk, col, clock))""",
-    """CREATE TABLE IF NOT EXISTS hq_quarantine (
-        id TEXT PRIMARY KEY, received_at TEXT NOT NULL, source TEXT NOT NULL,
-        claimed_node TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, size BIGINT NOT NULL,
-        sample TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS hq_audit (
-        node_id TEXT NOT NULL, seq BIGINT NOT NULL, entry_id TEXT NOT NULL, hash TEXT NOT NULL,
-        prev_hash TEXT NOT NULL, hash_ok INTEGER NOT NULL, PRIMARY KEY (node_id, seq, entry_id))""",
-    """CREATE TABLE IF NOT EXISTS hq_down (
-        node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
-        created_at TEXT NOT NULL, PRIMARY KEY (node_id, seq))""",
-    """CREATE TABLE IF NOT EXISTS hq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS hq_down_refused (
-        node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
-        reason TEXT NOT NULL, detail TEXT NOT NULL, reported_at TEXT NOT NULL,
-        PRIMARY KEY (node_id, seq))""",
-]
 RETRIES = 8
 KEY_SUFFIX = ".key"
 KEY_BYTES = 32
@@ -92,9 +65,9 @@ class HQDatabase:
             self.conn = open_sqlcipher(Path(url.removeprefix("sqlite:///")))
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
-        with self.transaction() as tx:
-            for ddl in SCHEMA:
-                tx.execute(ddl)
+        from hq.migrations import migrate
+
+        migrate(self, utc_now)
 
     def _sql(self, sql: str) -> str:
         """Placeholders in the connection's style."""
@@ -103,6 +76,14 @@ class HQDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement (inside a transaction) and return the cursor."""
         return self.conn.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row (inside a transaction)."""
+        if self.dialect == "postgresql":
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
 
     def lock_clause(self) -> str:
         """`FOR UPDATE` where row locks exist (SQLite locks the whole file instead)."""

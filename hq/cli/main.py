@@ -208,6 +208,44 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
     click.echo(f"ok: audit chain of {node_id} intact")
 
 
+@main.command("rebuild-projections")
+@click.option("--table", "tables", multiple=True, metavar="TABLE",
+              help="Only this node table (repeatable; default: every projection).")
+@click.pass_context
+def rebuild_projections_cmd(ctx: click.Context, tables: tuple[str, ...]) -> None:
+    """Recreate the typed HQ tables (hq_citizens, hq_tickets, …) from the merge state.
+
+    Runs in one transaction: ingest waits meanwhile, readers see the old rows
+    until it commits. The result equals what ingest keeps record by record, so
+    run it after restoring the store or when a projection is suspect. Prints
+    progress per table.
+
+    Example: edge-hq rebuild-projections --table applications
+    """
+    from hq.projections import PROJECTIONS, rebuild
+
+    unknown = sorted(set(tables) - set(PROJECTIONS))
+    if unknown:
+        raise click.ClickException(f"no projection of {', '.join(unknown)}; choose from "
+                                   f"{', '.join(sorted(PROJECTIONS))}")
+    shown: dict[str, float] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        """One line when a table starts, every few seconds, and when it is done."""
+        now = time.monotonic()
+        if done in (0, total) or now - shown.get(table, 0.0) >= 2.0:
+            click.echo(f"{table}: {done}/{total}", err=True)
+            shown[table] = now
+
+    db = open_store(ctx.obj["db"])
+    try:
+        with db.transaction() as tx:
+            counts = rebuild(tx, list(tables) or None, progress)
+    finally:
+        db.close()
+    click.echo(f"rebuilt {len(counts)} projection(s), {sum(counts.values())} row(s)")
+
+
 @main.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=DEFAULT_KEYS,

@@ -1,0 +1,100 @@
+"""Named, recorded schema migrations of the HQ store, on SQLite and on PostgreSQL.
+
+Each migration runs once, in one transaction together with the row that
+records it in `hq_migrations` (name, applied_at). Openers race safely: on
+PostgreSQL the transaction first takes an advisory lock, on SQLite
+`BEGIN IMMEDIATE` already holds the write lock, and the migration is skipped
+when it is recorded by the time the lock is held. A store made before
+migrations were recorded (the old list of CREATE TABLE IF NOT EXISTS) upgrades:
+`0001_initial` finds its tables and records itself, later migrations run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hq import projections
+
+if TYPE_CHECKING:
+    from hq.store import HQDatabase
+
+Migration = tuple[str, Callable[["HQDatabase"], None]]
+LOCK_KEY = 0x4B48_4D51  # PostgreSQL advisory lock of HQ schema changes ("KHMQ")
+LEDGER = """CREATE TABLE IF NOT EXISTS hq_migrations (
+    name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"""
+
+INITIAL = (
+    """CREATE TABLE IF NOT EXISTS hq_nodes (
+        node_id TEXT PRIMARY KEY, center_id TEXT NOT NULL, cert_pem TEXT NOT NULL,
+        hpke_public TEXT, revoked INTEGER NOT NULL DEFAULT 0, acked_seq BIGINT NOT NULL DEFAULT 0,
+        last_seen TEXT, status TEXT, down_seq BIGINT NOT NULL DEFAULT 0,
+        down_acked BIGINT NOT NULL DEFAULT 0, enrolled_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hq_seen (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS hq_records (
+        tbl TEXT NOT NULL, pk TEXT NOT NULL, origin TEXT NOT NULL, state TEXT NOT NULL,
+        row_json TEXT, hlc TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (tbl, pk))""",
+    """CREATE TABLE IF NOT EXISTS hq_conflicts (
+        tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL, clock TEXT NOT NULL,
+        value_json TEXT, winner_clock TEXT NOT NULL, PRIMARY KEY (tbl, pk, col, clock))""",
+    """CREATE TABLE IF NOT EXISTS hq_quarantine (
+        id TEXT PRIMARY KEY, received_at TEXT NOT NULL, source TEXT NOT NULL,
+        claimed_node TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, size BIGINT NOT NULL,
+        sample TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hq_audit (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, entry_id TEXT NOT NULL, hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL, hash_ok INTEGER NOT NULL, PRIMARY KEY (node_id, seq, entry_id))""",
+    """CREATE TABLE IF NOT EXISTS hq_down (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+        created_at TEXT NOT NULL, PRIMARY KEY (node_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS hq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hq_down_refused (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        reason TEXT NOT NULL, detail TEXT NOT NULL, reported_at TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq))""",
+)
+
+
+def _initial(tx: HQDatabase) -> None:
+    """The tables of the first release (kept IF NOT EXISTS: stores made before the ledger)."""
+    for ddl in INITIAL:
+        tx.execute(ddl)
+
+
+def _projections(tx: HQDatabase) -> None:
+    """Typed, indexed projection tables, filled from the merge state already held."""
+    for ddl in projections.ddl():
+        tx.execute(ddl)
+    projections.rebuild(tx)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _initial),
+    ("0002_projections", _projections),
+)
+
+
+def applied(db: HQDatabase) -> list[str]:
+    """Names of the migrations recorded in the store, in the order they ran."""
+    with db.transaction() as tx:
+        tx.execute(LEDGER)
+        rows = tx.execute("SELECT name FROM hq_migrations ORDER BY applied_at, name").fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def migrate(db: HQDatabase, now: Callable[[], str]) -> list[str]:
+    """Run every migration not yet recorded; return the names run now."""
+    ran: list[str] = []
+    for name, step in MIGRATIONS:
+        with db.transaction() as tx:
+            if tx.dialect == "postgresql":
+                tx.execute("SELECT pg_advisory_xact_lock(?)", [LOCK_KEY])
+            tx.execute(LEDGER)
+            if tx.execute("SELECT 1 FROM hq_migrations WHERE name = ?", [name]).fetchone():
+                continue
+            step(tx)
+            tx.execute("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)",
+                       [name, now()])
+        ran.append(name)
+    return ran
