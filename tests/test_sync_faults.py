@@ -45,7 +45,8 @@ from edge_node.api import create_app
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.node import Node
 from edge_node.paths import DB_FILE_NAME, KEY_FILE_NAME
-from edge_node.replication.port import ACKED_KEY, NodeOutbox
+from edge_node.replication.port import NodeOutbox
+from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
@@ -379,8 +380,7 @@ def node_db(data_dir: Path) -> Iterator[Database]:
 
 def outbox_position(db: Database) -> tuple[int, int, int]:
     """(seq acked by HQ, last seq ever written, records not yet acked)."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [ACKED_KEY]).fetchone()
-    acked = int(row[0]) if row else 0
+    acked = meta.get_int(db, meta.ACKED_KEY)
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sync_outbox'").fetchone()
     last = int(row[0]) if row else 0
     backlog = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?", [acked]).fetchone()[0]
