@@ -773,6 +773,7 @@ def test_fleet_under_faults(fleet_env: SyncEnv, fleet_templates: dict[str, Path]
 
 
 @pytest.mark.slow
+@pytest.mark.broker
 def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: dict[str, Path],
                                          tmp_path: Path, seed: int,
                                          record_property: Any) -> None:
@@ -782,6 +783,7 @@ def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: di
 
 
 # -- refusals reach HQ (DESIGN: the node "says so in its ack, with the reason") -----------------
+@pytest.mark.broker
 def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
                                                            node: OpenNode) -> None:
     """A broken catalog and a decision for an unknown reference: the node's down ack names
@@ -799,8 +801,8 @@ def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
     env.broker.start()
     try:
-        admin = env.broker.identity("broker-admin")
-        capture = RawClient(env, "broker-admin", admin.certfile, admin.keyfile,
+        admin = env.broker.identity("wiretap")
+        capture = RawClient(env, "wiretap", admin.certfile, admin.keyfile,
                             f"{topics.ROOT}/node/+/up")
         with closing(HQDatabase(env.hq_url)) as hq:
             enqueue(hq, "catalog", {**load_seed(), "catalog_version": 7, "agencies": "x"})

@@ -155,6 +155,7 @@ class NodeClient:
         self.client.disconnect()
 
 
+@pytest.mark.broker
 def test_worker_quarantines_poison_once_and_goes_on(env: SyncEnv, ident: NodeIdentity,
                                                     tmp_path: Path) -> None:
     """Over MQTT: each poison is quarantined once; the next good batch is applied and acked."""

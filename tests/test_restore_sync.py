@@ -211,7 +211,7 @@ class TrafficCounter:
 
     def __init__(self, broker: TLSBroker, node_id: str) -> None:
         """Connect and subscribe to every topic of `node_id`."""
-        admin = broker.identity("broker-admin")
+        admin = broker.identity("wiretap")
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.link = MqttLink(LinkConfig(
@@ -280,6 +280,7 @@ QUIET_WINDOW_S = 15
 MAX_DOWN_MESSAGES = 4
 
 
+@pytest.mark.broker
 def test_restored_node_gets_downstream_again_without_a_message_loop(
         env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
     """backup → publish (applied) → restore → publish again: the node applies what follows,
@@ -498,6 +499,7 @@ def hq_rows_json(url: str, table: str) -> list[str]:
         db.close()
 
 
+@pytest.mark.broker
 def test_restored_node_never_reissues_numbers_hq_has_seen(
         env: SyncEnv, worker: Worker, settings: dict[str, Any]) -> None:
     """backup → tickets, references, audit entries and a catalog reach HQ → disk lost, restore →

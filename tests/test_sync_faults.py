@@ -850,7 +850,7 @@ def test_hq_serve_reports_connection_only_once_connected(tmp_path: Path, env: Sy
         env.broker.start()
         wait_for(lambda: READY_LINE in hq.log_text(), HEALTH_TIMEOUT_S,
                  "edge-hq serve to report its workers connected")
-        assert f"2 ingest worker(s) connected to localhost:{env.broker.port}" in hq.log_text()
+        assert f"2 ingest worker(s) connected to localhost:{env.broker.hq_port}" in hq.log_text()
         env.broker.stop()
         wait_for(lambda: "lost the broker" in hq.log_text(), HEALTH_TIMEOUT_S,
                  "edge-hq serve to report the lost broker")
