@@ -49,7 +49,7 @@ from edge_node.config import load_settings
 from edge_node.domain.catalog import load_seed
 from edge_node.node import Node
 from edge_node.store.schema import SYNCED_TABLES
-from hq.ingest import verify_chain
+from hq.chain import verify_chain
 from hq.store import HQDatabase
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
