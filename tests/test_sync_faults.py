@@ -50,6 +50,7 @@ from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
+from hq.chain import verify_chain
 from hq.store import HQDatabase
 from hq.worker import Worker
 from sync import envelope, topics
@@ -412,7 +413,7 @@ def assert_converged(db: Database, hq_url: str, node_id: str, acked_tickets: set
         assert stray.fetchone()[0] == 0, f"{context}: hq_seen rows beyond the ack"
         quarantined = hq.execute("SELECT reason, detail FROM hq_quarantine").fetchall()
         assert not quarantined, f"{context}: quarantined {quarantined[:3]}"
-        assert ingest_module.verify_chain(hq, node_id) == [], context
+        assert verify_chain(hq, node_id) == [], context
     finally:
         hq.close()
     counts = {}
