@@ -15,6 +15,7 @@ from edge_node.errors import ValidationError
 from edge_node.ids import iso, new_node_id, utcnow
 from edge_node.node import Node, secure_data_dir
 from edge_node.paths import db_path, key_path
+from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import create_key_file, load_key_file
 from edge_node.store.migrations import migrate
@@ -68,11 +69,8 @@ def _create_schema(db: Database, center_id: str) -> str:
     register_clock(db.conn, Clock(node_id))
     migrate(db)
     with db.atomic():
-        db.table("node_meta").insert_all([
-            {"key": "node_id", "value": node_id},
-            {"key": "center_id", "value": center_id},
-            {"key": "created_at", "value": iso(utcnow())},
-        ])
+        meta.put_all(db, {meta.NODE_ID_KEY: node_id, meta.CENTER_ID_KEY: center_id,
+                          meta.CREATED_AT_KEY: iso(utcnow())})
         apply_catalog(db, load_seed())
     return node_id
 

@@ -16,6 +16,7 @@ from edge_node.ids import business_date, iso, utcnow
 from edge_node.login_throttle import LoginThrottle
 from edge_node.paths import db_path, key_path
 from edge_node.session_cache import SessionCache
+from edge_node.store import meta
 from edge_node.store.checkpoint import Checkpointer
 from edge_node.store.db import StoreError, open_database
 from edge_node.store.keyfile import NodeKeys, load_key_file
@@ -45,9 +46,9 @@ class Node:
             raise StoreError(f"{self.path}: no database; run `edge-node init` first")
         self._db_keys = self.keys if settings["encrypt_db"] else None
         db = open_database(self.path, self._db_keys)
-        meta = dict(db.execute("SELECT key, value FROM node_meta").fetchall())
-        self.node_id: str = meta["node_id"]
-        self.center_id: str = meta["center_id"]
+        facts = meta.read_all(db)
+        self.node_id: str = facts[meta.NODE_ID_KEY]
+        self.center_id: str = facts[meta.CENTER_ID_KEY]
         self.clock = Clock(self.node_id)
         register_clock(db.conn, self.clock)
         migrate(db)

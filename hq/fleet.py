@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography import x509
 
-from hq.ingest import verify_chain
+from hq.chain import verify_chain
 from hq.refusals import refused_count
 from hq.store import HQDatabase
 

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs.broker import NODE_ID
 from hq import projections, refusals, resume
+from hq.chain import index_audit_entry
 from hq.downstream import realign
 from hq.store import HQDatabase, utc_now
 from sync import envelope
-from sync.chain import entry_hash
 from sync.changes import OPS
 from sync.hlc import HLCError, Timestamp
 from sync.merge import State, merge, node_writes, policy_for
@@ -360,50 +360,9 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
                    [tbl, pk, c.column, c.clock, json.dumps(c.value), c.winner_clock])
     projections.project(tx, tbl, pk, row[1] if row else node_id, visible, newest)
     if pol.hash_chained and record["data"]:
-        _audit_entry(tx, node_id, record["data"])
+        index_audit_entry(tx, node_id, record["data"])
 
 
 def _dumps(value: Any) -> str | None:
     """JSON text or None."""
     return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def _audit_entry(tx: HQDatabase, node_id: str, data: dict[str, Any]) -> None:
-    """Index an audit entry for chain verification."""
-    try:
-        ok = entry_hash(data) == data.get("hash")
-        seq, entry_id = int(data["seq"]), str(data["id"])
-        if not envelope.valid_seq(seq):
-            raise ValueError("audit seq out of range")
-    except (KeyError, TypeError, ValueError):
-        ok, seq, entry_id = False, -1, str(data.get("id"))
-    tx.execute("INSERT INTO hq_audit (node_id, seq, entry_id, hash, prev_hash, hash_ok) "
-               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, seq, entry_id) DO NOTHING",
-               [node_id, seq, entry_id, str(data.get("hash")), str(data.get("prev_hash")),
-                int(ok)])
-
-
-def verify_chain(db: HQDatabase, node_id: str) -> list[str]:
-    """Problems in a node's audit chain as received so far: gaps, forks, bad links or hashes."""
-    from sync.chain import GENESIS_HASH
-
-    problems: list[str] = []
-    rows = db.execute("SELECT seq, entry_id, hash, prev_hash, hash_ok FROM hq_audit "
-                      "WHERE node_id = ? ORDER BY seq, entry_id", [node_id]).fetchall()
-    expected, prev = 1, GENESIS_HASH
-    by_seq: dict[int, list[Any]] = {}
-    for row in rows:
-        by_seq.setdefault(row[0], []).append(row)
-    for seq in sorted(by_seq):
-        entries = by_seq[seq]
-        if seq != expected:
-            problems.append(f"gap: entries {expected}..{seq - 1} missing")
-        if len(entries) > 1:
-            problems.append(f"fork: {len(entries)} different entries with seq {seq}")
-        entry = entries[0]
-        if not entry[4]:
-            problems.append(f"entry {seq}: hash does not match its content")
-        if entry[3] != prev:
-            problems.append(f"entry {seq}: previous-hash link broken")
-        expected, prev = seq + 1, entry[2]
-    return problems

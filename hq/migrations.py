@@ -12,14 +12,11 @@ migrations were recorded (the old list of CREATE TABLE IF NOT EXISTS) upgrades:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from hq import projections
+from hq.dbapi import Tx
 
-if TYPE_CHECKING:
-    from hq.store import HQDatabase
-
-Migration = tuple[str, Callable[["HQDatabase"], None]]
+Migration = tuple[str, Callable[[Tx], None]]
 LOCK_KEY = 0x4B48_4D51  # PostgreSQL advisory lock of HQ schema changes ("KHMQ")
 LEDGER = """CREATE TABLE IF NOT EXISTS hq_migrations (
     name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"""
@@ -56,13 +53,13 @@ INITIAL = (
 )
 
 
-def _initial(tx: HQDatabase) -> None:
+def _initial(tx: Tx) -> None:
     """The tables of the first release (kept IF NOT EXISTS: stores made before the ledger)."""
     for ddl in INITIAL:
         tx.execute(ddl)
 
 
-def _projections(tx: HQDatabase) -> None:
+def _projections(tx: Tx) -> None:
     """Typed, indexed projection tables, filled from the merge state already held."""
     for ddl in projections.ddl():
         tx.execute(ddl)
@@ -75,7 +72,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def applied(db: HQDatabase) -> list[str]:
+def applied(db: Tx) -> list[str]:
     """Names of the migrations recorded in the store, in the order they ran."""
     with db.transaction() as tx:
         tx.execute(LEDGER)
@@ -83,7 +80,7 @@ def applied(db: HQDatabase) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
-def migrate(db: HQDatabase, now: Callable[[], str]) -> list[str]:
+def migrate(db: Tx, now: Callable[[], str]) -> list[str]:
     """Run every migration not yet recorded; return the names run now."""
     ran: list[str] = []
     for name, step in MIGRATIONS:

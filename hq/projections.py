@@ -23,10 +23,9 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from hq.store import HQDatabase
+from hq.dbapi import Tx
 
 ColumnType = Literal["text", "int"]
 EXTRA = ("center_id", "node_id", "updated_hlc")
@@ -175,7 +174,7 @@ def upsert_sql(p: Projection) -> str:
             f"({', '.join('?' for _ in names)}) ON CONFLICT (id) DO UPDATE SET {updates}")
 
 
-def project(tx: HQDatabase, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | None,
+def project(tx: Tx, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | None,
             hlc: str) -> None:
     """Bring one record's projection in line with its merge state (caller's transaction).
 
@@ -192,7 +191,7 @@ def project(tx: HQDatabase, tbl: str, pk: str, origin: str, row: Mapping[str, An
     tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "", row, hlc))
 
 
-def _pages(tx: HQDatabase, tbl: str) -> Iterator[list[Any]]:
+def _pages(tx: Tx, tbl: str) -> Iterator[list[Any]]:
     """Visible merge-state rows of one table with their center, in pages ordered by pk."""
     last = ""
     while True:
@@ -207,7 +206,7 @@ def _pages(tx: HQDatabase, tbl: str) -> Iterator[list[Any]]:
         last = rows[-1][0]
 
 
-def rebuild(tx: HQDatabase, tables: list[str] | None = None,
+def rebuild(tx: Tx, tables: list[str] | None = None,
             progress: Progress | None = None) -> dict[str, int]:
     """Empty and refill projections from the merge state (caller's transaction).
 

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlcipher3
 
 from certs.files import create_new
+from hq.migrations import migrate
 
 RETRIES = 8
 KEY_SUFFIX = ".key"
@@ -65,8 +66,6 @@ class HQDatabase:
             self.conn = open_sqlcipher(Path(url.removeprefix("sqlite:///")))
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
-        from hq.migrations import migrate
-
         migrate(self, utc_now)
 
     def _sql(self, sql: str) -> str:

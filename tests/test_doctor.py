@@ -25,6 +25,7 @@ from edge_node.node import Node
 from edge_node.ops import checkup, node_checks
 from edge_node.ops import doctor as doc_mod
 from edge_node.ops.doctor import FAIL, PASS, SKIP, WARN, Doctor, Result, Thresholds, run_checks
+from edge_node.store import meta
 from tests.tls_broker import TLSBroker, free_port
 
 NODE_DAYS = 90
@@ -208,8 +209,7 @@ def test_clock_skew_against_hq(settings: Settings, skew_s: float, status: str) -
     hq = utc(seconds=-skew_s)
     stamp = f"{int(hq.timestamp() * 1000):015d}-00000-hq"
     node = Node(settings)
-    node.write(lambda db: db.table("node_meta").upsert(
-        {"key": checkup.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
+    node.write(lambda db: meta.put(db, meta.HQ_CLOCK_KEY, f"{stamp} {iso(utc())}"))
     node.close()
     assert check(settings, "clock").status == status
 
@@ -410,8 +410,7 @@ def test_exit_code_zero_when_everything_passes(settings: Settings,
     (backups / "node-1.db").write_bytes(b"x")
     node = Node(settings)
     stamp = f"{int(time.time() * 1000):015d}-00000-hq"
-    node.write(lambda db: db.table("node_meta").upsert(
-        {"key": checkup.HQ_HLC_KEY, "value": f"{stamp} {iso(utc())}"}, pk="key"))
+    node.write(lambda db: meta.put(db, meta.HQ_CLOCK_KEY, f"{stamp} {iso(utc())}"))
     node.close()
     results = run_checks(settings, systemctl=None, systemd_running=False)
     assert [r.line() for r in results if r.status not in (PASS, SKIP)] == []

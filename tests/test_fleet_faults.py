@@ -49,7 +49,7 @@ from edge_node.config import load_settings
 from edge_node.domain.catalog import load_seed
 from edge_node.node import Node
 from edge_node.store.schema import SYNCED_TABLES
-from hq.ingest import verify_chain
+from hq.chain import verify_chain
 from hq.store import HQDatabase
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
@@ -775,6 +775,7 @@ def test_fleet_under_faults(fleet_env: SyncEnv, fleet_templates: dict[str, Path]
 
 
 @pytest.mark.slow
+@pytest.mark.broker
 def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: dict[str, Path],
                                          tmp_path: Path, seed: int,
                                          record_property: Any) -> None:
@@ -784,6 +785,7 @@ def test_fleet_under_faults_with_restore(fleet_env: SyncEnv, fleet_templates: di
 
 
 # -- refusals reach HQ (DESIGN: the node "says so in its ack, with the reason") -----------------
+@pytest.mark.broker
 def test_refused_downstream_items_are_reported_in_the_ack(tmp_path: Path,
                                                            node: OpenNode) -> None:
     """A broken catalog and a decision for an unknown reference: the node's down ack names

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs import pki
-from hq.ingest import Ingest, register_node, verify_chain
+from hq.chain import verify_chain
+from hq.ingest import Ingest, register_node
 from hq.store import HQDatabase
 from sync import envelope
 from sync.chain import GENESIS_HASH, entry_hash

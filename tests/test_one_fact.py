@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge_node.store import meta
 from sync import merge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,3 +79,54 @@ def test_port_imports_at_top_level() -> None:
     assert not hidden, hidden
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "edge_node.replication.runtime" not in imported
+
+
+META_MODULE = "edge_node/store/meta.py"
+SCHEMA_MODULE = "edge_node/store/schema.py"  # creates the table
+# Keys that are nothing but node_meta keys (the others are also column or field names).
+META_ONLY_KEYS = {k for k in meta.KEYS if k.startswith("sync_")} | {
+    meta.REVOKED_KEY, meta.EPOCH_KEY}
+
+
+def docstrings(tree: ast.Module) -> set[int]:
+    """ids of the docstring constants of a module, its classes and functions."""
+    owners = [tree, *(n for n in ast.walk(tree) if isinstance(
+        n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef))]
+    return {id(o.body[0].value) for o in owners if o.body and isinstance(o.body[0], ast.Expr)
+            and isinstance(o.body[0].value, ast.Constant)}
+
+
+def test_node_meta_sql_lives_in_the_meta_module() -> None:
+    """No product module but edge_node/store/meta.py names the node_meta table in code
+    (SQL, `db.table("node_meta")`); docstrings may mention it."""
+    found = []
+    for name, tree in modules(*PRODUCT):
+        if name in (META_MODULE, SCHEMA_MODULE):
+            continue
+        docs = docstrings(tree)
+        found += [f"{name}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and re.search(r"\bnode_meta\b", node.value) and id(node) not in docs]
+    assert not found, found
+
+
+def test_node_meta_keys_are_defined_in_the_meta_module() -> None:
+    """A node_meta key is a constant of edge_node/store/meta.py: no other module binds a
+    name to a key string, passes a literal key to meta's functions, or spells a key that
+    is nothing but a node_meta key."""
+    found = []
+    for name, tree in modules(*PRODUCT):
+        if name == META_MODULE:
+            continue
+        for node in ast.walk(tree):
+            value = getattr(node, "value", None)
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+                    value, ast.Constant) and value.value in meta.KEYS:
+                found.append(f"{name}:{node.lineno}: binds {value.value!r}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "meta" \
+                    and any(isinstance(a, ast.Constant) for a in node.args[1:2]):
+                found.append(f"{name}:{node.lineno}: literal key")
+            elif isinstance(node, ast.Constant) and node.value in META_ONLY_KEYS:
+                found.append(f"{name}:{node.lineno}: {node.value!r}")
+    assert not found, found

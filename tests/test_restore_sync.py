@@ -26,8 +26,9 @@ from edge_node.ops.backup import create_backup
 from edge_node.ops.restore import record_restore, restore_backup
 from edge_node.replication.port import NodeOutbox, restore_point, set_restore_point
 from edge_node.store.schema import SYNCED_TABLES
+from hq.chain import verify_chain
 from hq.downstream import enqueue
-from hq.ingest import _advance, verify_chain
+from hq.ingest import _advance
 from hq.resume import (
     RESUME_MARGIN_SEQS,
     ResumeRequest,
@@ -212,7 +213,7 @@ class TrafficCounter:
 
     def __init__(self, broker: TLSBroker, node_id: str) -> None:
         """Connect and subscribe to every topic of `node_id`."""
-        admin = broker.identity("broker-admin")
+        admin = broker.identity("wiretap")
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.link = MqttLink(LinkConfig(

@@ -47,10 +47,12 @@ from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX
 from edge_node.config import Settings
 from edge_node.node import Node
 from edge_node.paths import DB_FILE_NAME, KEY_FILE_NAME
-from edge_node.replication.port import ACKED_KEY, NodeOutbox
+from edge_node.replication.port import NodeOutbox
+from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
+from hq.chain import verify_chain
 from hq.store import HQDatabase
 from hq.worker import Worker
 from sync import envelope, topics
@@ -381,8 +383,7 @@ def node_db(data_dir: Path) -> Iterator[Database]:
 
 def outbox_position(db: Database) -> tuple[int, int, int]:
     """(seq acked by HQ, last seq ever written, records not yet acked)."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [ACKED_KEY]).fetchone()
-    acked = int(row[0]) if row else 0
+    acked = meta.get_int(db, meta.ACKED_KEY)
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sync_outbox'").fetchone()
     last = int(row[0]) if row else 0
     backlog = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?", [acked]).fetchone()[0]
@@ -414,7 +415,7 @@ def assert_converged(db: Database, hq_url: str, node_id: str, acked_tickets: set
         assert stray.fetchone()[0] == 0, f"{context}: hq_seen rows beyond the ack"
         quarantined = hq.execute("SELECT reason, detail FROM hq_quarantine").fetchall()
         assert not quarantined, f"{context}: quarantined {quarantined[:3]}"
-        assert ingest_module.verify_chain(hq, node_id) == [], context
+        assert verify_chain(hq, node_id) == [], context
     finally:
         hq.close()
     counts = {}

@@ -22,7 +22,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge_node.ids import new_id
-from edge_node.store import sql
+from edge_node.store import meta, sql
 from sync.chain import GENESIS_HASH, entry_hash
 
 
@@ -45,7 +45,7 @@ def append(db: Database, actor: dict[str, Any] | None, action: str, entity: str 
     }
     entry["hash"] = entry_hash(entry)
     sql.insert(db, "audit_log", entry)
-    sql.set_meta(db, "audit_head", f"{seq + 1}:{entry['hash']}")
+    meta.put(db, meta.AUDIT_HEAD_KEY, f"{seq + 1}:{entry['hash']}")
 
 
 RESTORE_ACTION = "node.restore"
@@ -81,7 +81,7 @@ def rechain_after_restore(db: Database, restored_seq: int, hq_seq: int, hq_hash:
             "seq", "detail", "prev_hash", "hash")})
     if fresh:
         sql.insert(db, "audit_log", moved[0])
-    sql.set_meta(db, "audit_head", f"{moved[-1]['seq']}:{moved[-1]['hash']}")
+    meta.put(db, meta.AUDIT_HEAD_KEY, f"{moved[-1]['seq']}:{moved[-1]['hash']}")
     return len(moved)
 
 
@@ -111,7 +111,7 @@ def verify(db: Database) -> list[str]:
         if entry_hash(entry) != entry["hash"]:
             problems.append(f"entry {entry['seq']}: content was modified")
         expected_seq, prev = entry["seq"] + 1, entry["hash"]
-    head = db.execute("SELECT value FROM node_meta WHERE key = 'audit_head'").fetchone()
-    if head and head[0] != f"{expected_seq - 1}:{prev}":
-        problems.append(f"log ends at entry {expected_seq - 1} but head is {head[0].split(':')[0]}")
+    head = meta.get(db, meta.AUDIT_HEAD_KEY)
+    if head is not None and head != f"{expected_seq - 1}:{prev}":
+        problems.append(f"log ends at entry {expected_seq - 1} but head is {head.split(':')[0]}")
     return problems

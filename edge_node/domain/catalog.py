@@ -13,7 +13,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge_node.errors import NotFoundError, ValidationError
-from edge_node.store import sql
+from edge_node.store import meta, sql
 
 
 def load_seed() -> dict[str, Any]:
@@ -51,9 +51,7 @@ def apply_catalog(db: Database, data: dict[str, Any]) -> None:
         row = {k: agency[k] for k in ("code", "queue_prefix", "name_en", "name_ur")}
         db.table("agencies").upsert({**row, "position": position}, pk="code")
         db.table("services").upsert_all(_service_rows(agency), pk="code")
-    db.table("node_meta").upsert(
-        {"key": "catalog_version", "value": str(data["catalog_version"])}, pk="key"
-    )
+    meta.put(db, meta.CATALOG_VERSION_KEY, data["catalog_version"])
 
 
 def _service_rows(agency: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,9 +103,8 @@ def list_catalog(db: Database) -> dict[str, Any]:
     agencies = list(db.query("SELECT * FROM agencies ORDER BY position"))
     for a in agencies:
         a["services"] = [s for s in services if s["agency_code"] == a["code"]]
-    version = db.execute("SELECT value FROM node_meta WHERE key = 'catalog_version'").fetchone()
     return {
-        "catalog_version": int(version[0]) if version else 0,
+        "catalog_version": meta.get_int(db, meta.CATALOG_VERSION_KEY),
         "agencies": agencies,
         "documents": list(db.query("SELECT * FROM documents ORDER BY code")),
         "priority_classes": list(db.query("SELECT * FROM priority_classes ORDER BY weight, code")),

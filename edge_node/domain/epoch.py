@@ -24,25 +24,24 @@ import json
 
 from sqlite_utils import Database
 
-from edge_node.store import sql
+from edge_node.store import meta
 
-EPOCH_KEY = "restore_epoch"
 EPOCH_SPAN = 100_000  # daily_number of an epoch ticket: epoch * EPOCH_SPAN + n
 
 
 def current(db: Database) -> tuple[int, str | None]:
     """(epoch, business day of the restore) — (0, None) on a never-restored node."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [EPOCH_KEY]).fetchone()
-    if row is None:
+    raw = meta.get(db, meta.EPOCH_KEY)
+    if raw is None:
         return 0, None
-    value = json.loads(row[0])
+    value = json.loads(raw)
     return int(value["epoch"]), str(value["day"])
 
 
 def begin(db: Database, day: str, at_least: int = 0) -> int:
     """Start the next epoch (above the current one and `at_least`) on `day`; returns it."""
     epoch = max(current(db)[0], at_least) + 1
-    sql.set_meta(db, EPOCH_KEY, json.dumps({"epoch": epoch, "day": day}))
+    meta.put(db, meta.EPOCH_KEY, json.dumps({"epoch": epoch, "day": day}))
     return epoch
 
 

@@ -16,7 +16,7 @@ from edge_node.domain import audit, epoch
 from edge_node.domain.catalog import get_service, priority_weight
 from edge_node.errors import NotFoundError, ValidationError
 from edge_node.ids import new_id
-from edge_node.store import sql
+from edge_node.store import meta, sql
 
 MAX_SERVICES_PER_VISIT = 8
 
@@ -37,7 +37,7 @@ def next_number(db: Database, queue_code: str, day: str) -> int:
 
 def next_order_key(db: Database) -> int:
     """A strictly increasing key that orders tickets by entry into a queue."""
-    return sql.next_meta_counter(db, "order_key")
+    return meta.next_counter(db, meta.ORDER_COUNTER_KEY)
 
 
 def _check_services(db: Database, codes: list[str]) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from edge_node.config import ConfigError, Settings
 from edge_node.errors import EdgeError
 from edge_node.ids import iso, utcnow
 from edge_node.paths import backup_dir, db_path
+from edge_node.store import meta
 from edge_node.store.db import DatabaseError, connect
 from edge_node.store.keyfile import NodeKeys
 
@@ -105,12 +106,12 @@ def _integrity_problems(conn: Any, encrypted: bool) -> str:
 
 def _facts(conn: Any) -> dict[str, Any]:
     """Node id, center, outbox counter, ack and migrations of an open database."""
-    meta = dict(conn.execute("SELECT key, value FROM node_meta").fetchall())
+    facts = meta.read_all(conn)
     seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sync_outbox'").fetchone()
     migrations = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
-    return {"node_id": meta["node_id"], "center_id": meta["center_id"],
+    return {"node_id": facts[meta.NODE_ID_KEY], "center_id": facts[meta.CENTER_ID_KEY],
             "outbox_seq": int(seq[0]) if seq else 0,
-            "acked_seq": int(meta.get("sync_acked_seq", 0)), "migrations": migrations}
+            "acked_seq": int(facts.get(meta.ACKED_KEY, 0)), "migrations": migrations}
 
 
 def sha256_of(path: Path) -> str:

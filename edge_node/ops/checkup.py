@@ -41,7 +41,6 @@ CLOCK_BEHIND_TOLERANCE_S = 2.0
 CLOCK_SKEW_WARN_S = 120.0
 CLOCK_SKEW_FAIL_S = 3600.0
 SERVICE = "edge-node"
-HQ_HLC_KEY = "sync_hq_hlc"  # "<HQ's HLC> <local time received>", when the agent records it
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CREDSTORE_KEY = Path("/etc/credstore.encrypted/edge-node-key")
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH

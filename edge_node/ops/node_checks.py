@@ -9,8 +9,6 @@ import shutil
 from pathlib import Path
 from typing import cast
 
-from sqlite_utils import Database
-
 from edge_node.domain.retention import oldest_pii
 from edge_node.ids import iso, parse_iso
 from edge_node.node import Node
@@ -21,7 +19,6 @@ from edge_node.ops.checkup import (
     CREDSTORE_KEY,
     ENROLL_FIX,
     FAIL,
-    HQ_HLC_KEY,
     MIB,
     PASS,
     SERVICE,
@@ -34,6 +31,7 @@ from edge_node.ops.checkup import (
 )
 from edge_node.paths import backup_dir, db_path, is_enrolled, key_path
 from edge_node.replication.status import sync_status
+from edge_node.store import meta
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
 from sync.hlc import HLCError, Timestamp
@@ -145,12 +143,6 @@ def check_disk(doc: Doctor) -> Result:
 
 
 # -- time ---------------------------------------------------------------------------------
-def _meta(db: Database, key: str) -> str | None:
-    """A node_meta value."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [key]).fetchone()
-    return str(row[0]) if row else None
-
-
 
 
 def check_clock(doc: Doctor) -> Result:
@@ -169,7 +161,7 @@ def check_clock(doc: Doctor) -> Result:
                           f"{span(behind)} behind the newest stored timestamp",
                           "set the clock right: `timedatectl set-ntp true` (or `date -s` "
                           "offline) and check the RTC battery")
-    hq = _meta(doc.db, HQ_HLC_KEY)
+    hq = meta.get(doc.db, meta.HQ_CLOCK_KEY)
     if hq is None:
         enrolled = is_enrolled(doc.settings)
         return Result("clock", WARN, "skew against HQ unknown" + (

@@ -41,12 +41,12 @@ from edge_node.ops.backup import (
 )
 from edge_node.paths import db_path, exported_through, is_enrolled, sync_dir, write_exported
 from edge_node.replication.port import (
-    ACKED_KEY,
     restore_audit_seq,
     restore_point,
     set_restore_point,
 )
 from edge_node.replication.runtime import SyncLock
+from edge_node.store import meta
 from edge_node.store.db import DatabaseError, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys
 
@@ -152,11 +152,11 @@ def _current_state(settings: Settings, keys: NodeKeys,
     except StoreError:
         return state
     try:
-        meta = dict(db.execute("SELECT key, value FROM node_meta").fetchall())
-        after = max(int(meta.get(ACKED_KEY, 0)), int(manifest["outbox_seq"]))
+        facts = meta.read_all(db)
+        after = max(int(facts.get(meta.ACKED_KEY, 0)), int(manifest["outbox_seq"]))
         state["newer"] = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?",
                                     [after]).fetchone()[0]
-        state["node_id"] = meta.get("node_id", state["node_id"])
+        state["node_id"] = facts.get(meta.NODE_ID_KEY, state["node_id"])
         state["epoch"] = epoch.current(db)[0]
     except DatabaseError:
         log.warning("current database unreadable; restoring over it")

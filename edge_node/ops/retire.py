@@ -27,7 +27,7 @@ from edge_node.paths import (
     lock_path,
     sync_dir,
 )
-from edge_node.replication.port import ACKED_KEY
+from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import NodeKeys
 
@@ -54,8 +54,8 @@ def readiness(settings: Settings, keys: NodeKeys) -> Readiness:
     exported = exported_through(Path(settings["data_dir"]))
     db = open_database(db_path(settings), db_keys(settings, keys))
     try:
-        meta = dict(db.execute("SELECT key, value FROM node_meta").fetchall())
-        acked = int(meta.get(ACKED_KEY, 0))
+        facts = meta.read_all(db)
+        acked = int(facts.get(meta.ACKED_KEY, 0))
         count, first, last = db.execute(
             "SELECT count(*), min(seq), max(seq) FROM sync_outbox WHERE seq > ?",
             [acked]).fetchone()
@@ -63,7 +63,7 @@ def readiness(settings: Settings, keys: NodeKeys) -> Readiness:
                               [max(acked, exported)]).fetchone()[0]
     finally:
         db.close()
-    return Readiness(meta["node_id"], count, first, last, exported, stranded)
+    return Readiness(facts[meta.NODE_ID_KEY], count, first, last, exported, stranded)
 
 
 def wipe(settings: Settings, node_id: str | None) -> list[Path]:

@@ -1,9 +1,9 @@
-"""The node's side of sync: the outbox port the agent uses, and downstream handlers.
+"""The node's side of sync: the outbox port the agent uses.
 
 The agent (sync/agent.py) knows rows and envelopes; this module hands it a
-database port and applies what HQ sends down — catalog versions, staff
-accounts (hashes only), application decisions and revocations — each
-idempotent and recorded with its downstream seq in the same transaction.
+database port: the outbox and its acks, the restore point, the link facts, and
+what HQ sends down — applied by the handlers in downstream.py, each recorded
+with its downstream seq in the same transaction.
 """
 
 from __future__ import annotations
@@ -14,59 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from sqlite_utils import Database
 
-from certs.files import write_atomic
-from certs.layout import CA_CERT, NODE_CERT, NODE_KEY
-from certs.pki import cert_pem, common_name, verify_issued_by
 from edge_node.domain import audit, epoch
-from edge_node.domain.applications import rank
-from edge_node.domain.catalog import apply_catalog, check_catalog
-from edge_node.errors import EdgeError
 from edge_node.ids import parse_iso
 from edge_node.node import Node
 from edge_node.paths import is_enrolled, note_exported, sync_dir
-from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
+from edge_node.replication.downstream import apply_item, record_refusal, refusals
+from edge_node.store import meta
 from sync.bundle import BundleError, ExportReport, export_outbox
 from sync.changes import iter_changes
 from sync.hlc import HLCError, Timestamp
-from sync.identity import load_cert, load_ec_key, load_node_identity
+from sync.identity import load_node_identity
 
 log = logging.getLogger(__name__)
-ACKED_KEY, DOWN_KEY = "sync_acked_seq", "sync_down_seq"
-LINK_KEY, LAST_ACK_KEY = "sync_link", "sync_last_ack_at"
-HQ_CLOCK_KEY, HQ_CLOCK_EVERY_S = "sync_hq_hlc", 60.0
-RESTORE_KEY = "sync_restore_point"  # set by `edge-node restore`, cleared by HQ's answer
-REFUSED_KEY = "sync_down_refused"  # JSON list of the newest refused downstream items
-STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
-                "language", "version")
-
-
-def _meta_int(db: Database, key: str) -> int:
-    """An integer kept in node_meta (0 when absent)."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [key]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _set_meta(db: Database, key: str, value: Any) -> None:
-    """Upsert a node_meta value."""
-    db.table("node_meta").upsert({"key": key, "value": str(value)}, pk="key")
-
-
-class Refused(Exception):
-    """A downstream item the node will not apply: a reason code and a text without PII."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        """Keep the machine code (e.g. `unknown_reference`) and the explanation."""
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-FIELD_NAMES = frozenset(STAFF_FIELDS) | {
-    "accounts", "agencies", "services", "documents", "priority_classes", "catalog_version",
-    "code", "queue_prefix", "name_en", "name_ur", "reference", "status", "node_id", "cert"}
-"""Fields a handler reads by name: a missing one is named in the refusal, other keys not."""
+HQ_CLOCK_EVERY_S = 60.0  # record HQ's clock at most this often
 
 
 class NodeOutbox:
@@ -78,7 +40,7 @@ class NodeOutbox:
 
     def acked_seq(self) -> int:
         """Highest seq HQ acknowledged."""
-        return _meta_int(self.node.reader(), ACKED_KEY)
+        return meta.get_int(self.node.reader(), meta.ACKED_KEY)
 
     def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Unsent records after `after_seq`; after a restore only the restored ones."""
@@ -96,9 +58,9 @@ class NodeOutbox:
         def run(db: Database) -> None:
             point = restore_point(db)
             upto = seq if point is None else min(seq, point[0])
-            if upto > _meta_int(db, ACKED_KEY):
-                _set_meta(db, ACKED_KEY, upto)
-                _set_meta(db, LAST_ACK_KEY, self.node.timestamp())
+            if upto > meta.get_int(db, meta.ACKED_KEY):
+                meta.put(db, meta.ACKED_KEY, upto)
+                meta.put(db, meta.LAST_ACK_KEY, self.node.timestamp())
                 db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [upto])
         self.node.write(run)
 
@@ -145,10 +107,10 @@ class NodeOutbox:
             held = db.execute("SELECT count(*) FROM sync_outbox WHERE seq > ?",
                               [resume_seq]).fetchone()[0]
             _set_issued_seq(db, resume_seq + int(held))
-            db.execute("DELETE FROM node_meta WHERE key = ?", [RESTORE_KEY])
-            if acked_seq > _meta_int(db, ACKED_KEY):
-                _set_meta(db, ACKED_KEY, acked_seq)
-                _set_meta(db, LAST_ACK_KEY, self.node.timestamp())
+            meta.delete(db, meta.RESTORE_KEY)
+            if acked_seq > meta.get_int(db, meta.ACKED_KEY):
+                meta.put(db, meta.ACKED_KEY, acked_seq)
+                meta.put(db, meta.LAST_ACK_KEY, self.node.timestamp())
                 db.execute("DELETE FROM sync_outbox WHERE seq <= ?", [acked_seq])
         self.node.write(run)
         log.info("outbox resumed after restore: new seqs start after %d", resume_seq)
@@ -165,7 +127,7 @@ class NodeOutbox:
 
     def down_seq(self) -> int:
         """Highest downstream seq applied."""
-        return _meta_int(self.node.reader(), DOWN_KEY)
+        return meta.get_int(self.node.reader(), meta.DOWN_KEY)
 
     def apply_down(self, seq: int, kind: str, payload: Any) -> None:
         """Apply one downstream item and record its seq (skipped if already processed).
@@ -174,13 +136,13 @@ class NodeOutbox:
         transaction as the seq) for the down ack to report to HQ.
         """
         def run(db: Database) -> None:
-            if seq <= _meta_int(db, DOWN_KEY):
+            if seq <= meta.get_int(db, meta.DOWN_KEY):
                 return
-            refusal = _apply_item(db, kind, payload, self.node)
+            refusal = apply_item(db, kind, payload, self.node)
             if refusal is not None:
                 log.warning("downstream %s seq %d refused: %s", kind[:40], seq, refusal[0])
-                _record_refusal(db, seq, kind, refusal, self.node.timestamp())
-            _set_meta(db, DOWN_KEY, seq)
+                record_refusal(db, seq, kind, refusal, self.node.timestamp())
+            meta.put(db, meta.DOWN_KEY, seq)
         self.node.write(run)
 
     def refused_down(self) -> list[dict[str, Any]]:
@@ -194,7 +156,7 @@ class NodeOutbox:
 
     def record_link(self, state: str) -> None:
         """Persist the link state so `edge-node sync status` can show it."""
-        self.node.write(lambda db: _set_meta(db, LINK_KEY, f"{state} {self.node.timestamp()}"))
+        self.node.write(lambda db: meta.put(db, meta.LINK_KEY, f"{state} {self.node.timestamp()}"))
 
     def record_hq_clock(self, hq_hlc: str) -> None:
         """Store '<HQ HLC> <local receive time>' for `edge-node doctor` (at most once a minute)."""
@@ -203,22 +165,19 @@ class NodeOutbox:
         except HLCError:
             return
         now = self.node.timestamp()
-        previous = self.node.reader().execute(
-            "SELECT value FROM node_meta WHERE key = ?", [HQ_CLOCK_KEY]).fetchone()
-        if previous and (self.node.now() - parse_iso(previous[0].split(" ")[1])
+        previous = meta.get(self.node.reader(), meta.HQ_CLOCK_KEY)
+        if previous and (self.node.now() - parse_iso(previous.split(" ")[1])
                          ).total_seconds() < HQ_CLOCK_EVERY_S:
             return
-        self.node.write(lambda db: _set_meta(db, HQ_CLOCK_KEY, f"{hq_hlc} {now}"))
+        self.node.write(lambda db: meta.put(db, meta.HQ_CLOCK_KEY, f"{hq_hlc} {now}"))
 
     def summary(self) -> dict[str, Any]:
         """Backlog and link facts read from the database (works without the agent)."""
         db = self.node.reader()
-        link = db.execute("SELECT value FROM node_meta WHERE key = ?", [LINK_KEY]).fetchone()
-        last_ack = db.execute("SELECT value FROM node_meta WHERE key = ?",
-                              [LAST_ACK_KEY]).fetchone()
-        state, _, since = (link[0] if link else "never-connected ").partition(" ")
+        link = meta.get(db, meta.LINK_KEY)
+        state, _, since = (link or "never-connected ").partition(" ")
         return {**self.stats(), "acked_seq": self.acked_seq(), "down_seq": self.down_seq(),
-                "last_ack_at": last_ack[0] if last_ack else None, "link": state,
+                "last_ack_at": meta.get(db, meta.LAST_ACK_KEY), "link": state,
                 "link_since": since or None}
 
 
@@ -242,10 +201,10 @@ def export_bundle(node: Node, directory: Path,
 
 def restore_point(db: Database) -> tuple[int, str] | None:
     """The restore point recorded by `edge-node restore`, or None."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [RESTORE_KEY]).fetchone()
-    if row is None:
+    raw = meta.get(db, meta.RESTORE_KEY)
+    if raw is None:
         return None
-    point = json.loads(row[0])
+    point = json.loads(raw)
     return int(point["seq"]), str(point["id"])
 
 
@@ -258,13 +217,13 @@ def set_restore_point(db: Database, seq: int, restore_id: str,
     point: dict[str, Any] = {"seq": seq, "id": restore_id}
     if audit_seq is not None:
         point["audit"] = audit_seq
-    _set_meta(db, RESTORE_KEY, json.dumps(point))
+    meta.put(db, meta.RESTORE_KEY, json.dumps(point))
 
 
 def restore_audit_seq(db: Database) -> int | None:
     """The audit head of the pending restore point (None: none pending, or an older point)."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [RESTORE_KEY]).fetchone()
-    value = json.loads(row[0]).get("audit") if row else None
+    raw = meta.get(db, meta.RESTORE_KEY)
+    value = json.loads(raw).get("audit") if raw is not None else None
     return int(value) if isinstance(value, int) else None
 
 
@@ -281,134 +240,6 @@ def _set_issued_seq(db: Database, seq: int) -> None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('sync_outbox', ?)", [seq])
 
 
-def _apply_item(db: Database, kind: str, payload: Any, node: Node) -> tuple[str, str] | None:
-    """Run the kind's handler in a savepoint; (reason, detail) when the item is refused."""
-    handler = HANDLERS.get(kind)
-    if handler is None:
-        return "unknown_kind", "this node does not know this kind of item"
-    try:
-        with db.atomic():
-            handler(db, payload, node)
-    except (Refused, EdgeError, KeyError, TypeError, ValueError) as exc:
-        return refusal_of(kind, exc)
-    return None
-
-
-def refusal_of(kind: str, exc: Exception) -> tuple[str, str]:
-    """A handler's exception as (reason code, short text); never echoes item values."""
-    if isinstance(exc, Refused):
-        return exc.reason, exc.detail[:REFUSAL_DETAIL_MAX]
-    if isinstance(exc, EdgeError):  # domain messages are written to be shown (no PII)
-        return "invalid", f"{kind}: {exc.message}"[:REFUSAL_DETAIL_MAX]
-    if isinstance(exc, KeyError):
-        name = exc.args[0] if exc.args else None
-        field = f" {name}" if name in FIELD_NAMES else ""
-        return "missing_field", f"{kind}: a required field{field} is missing"
-    if isinstance(exc, TypeError):
-        return "bad_type", f"{kind}: a field has the wrong type"
-    return "bad_value", f"{kind}: a value is not acceptable"
-
-
-def refusals(db: Database) -> list[dict[str, Any]]:
-    """Refused downstream items kept on the node (newest MAX_REFUSED_IN_ACK), oldest first."""
-    row = db.execute("SELECT value FROM node_meta WHERE key = ?", [REFUSED_KEY]).fetchone()
-    kept = json.loads(row[0]) if row else []
-    return sorted(kept, key=lambda entry: entry["seq"])
-
-
-def _record_refusal(db: Database, seq: int, kind: str, refusal: tuple[str, str],
-                    at: str) -> None:
-    """Keep one refusal (once per seq), dropping the oldest beyond MAX_REFUSED_IN_ACK."""
-    kept = {entry["seq"]: entry for entry in refusals(db)}
-    kept[seq] = {"seq": seq, "kind": kind[:40], "reason": refusal[0],
-                 "detail": _printable(refusal[1]), "at": at}
-    newest = sorted(kept.values(), key=lambda entry: entry["seq"])[-MAX_REFUSED_IN_ACK:]
-    _set_meta(db, REFUSED_KEY, json.dumps(newest, ensure_ascii=False))
-
-
-def _printable(text: str) -> str:
-    """The text as HQ accepts it: 1..REFUSAL_DETAIL_MAX printable characters."""
-    clean = "".join(c if c.isprintable() else "?" for c in text)[:REFUSAL_DETAIL_MAX]
-    return clean or "refused"
-
-
 def _iso_fix(text: str) -> str:
     """Outbox created_at has milliseconds; pad to the microsecond storage form."""
     return text[:-1] + "000Z" if len(text) == 24 else text
-
-
-def _catalog(db: Database, payload: Any, node: Node) -> None:
-    """A newer catalog version replaces the current one; older ones are ignored."""
-    if payload["catalog_version"] <= _meta_int(db, "catalog_version"):
-        return
-    check_catalog(payload)
-    apply_catalog(db, payload)
-    audit.append(db, None, "catalog.update", "catalog", str(payload["catalog_version"]),
-                 node.timestamp())
-
-
-def _staff(db: Database, payload: Any, node: Node) -> None:
-    """Staff accounts from HQ (hashes only): a higher version wins."""
-    for account in payload["accounts"]:
-        row = {k: account[k] for k in STAFF_FIELDS}
-        current = db.execute("SELECT version FROM staff WHERE id = ?", [row["id"]]).fetchone()
-        if current and current[0] >= row["version"]:
-            continue
-        db.table("staff").upsert({**row, "updated_at": node.timestamp()}, pk="id")
-        if not row["active"]:
-            db.execute("DELETE FROM sessions WHERE staff_id = ?", [row["id"]])
-        node.sessions.clear()
-        audit.append(db, None, "staff.sync", "staff", row["id"], node.timestamp(),
-                     {"version": row["version"]})
-
-
-def _decision(db: Database, payload: Any, node: Node) -> None:
-    """A back-office decision moves an application up the lattice (never back).
-
-    Refused when no application here has the reference (unknown, or another node's).
-    """
-    reference, target = payload["reference"], rank(payload["status"])
-    if not isinstance(reference, str):
-        raise TypeError("reference must be text")
-    rows = list(db.query("SELECT id, status FROM applications WHERE reference = ?",
-                         [reference]))
-    if not rows:
-        raise Refused("unknown_reference", "decision: no application with this reference "
-                      "at this node")
-    if target <= rank(rows[0]["status"]):
-        return
-    now = node.timestamp()
-    hlc = db.execute("SELECT sync_hlc()").fetchone()[0]
-    db.table("applications").update(rows[0]["id"], {
-        "status": payload["status"], "status_hlc": hlc, "updated_at": now})
-    audit.append(db, None, "application.decision", "application", rows[0]["id"], now,
-                 {"to": payload["status"]})
-
-
-def _revocation(db: Database, payload: Any, node: Node) -> None:
-    """Remember revoked nodes (refuse their bundles); a revoked self stops syncing."""
-    revoked = set(json.loads(db.execute(
-        "SELECT coalesce((SELECT value FROM node_meta WHERE key = 'revoked_nodes'), '[]')"
-    ).fetchone()[0]))
-    revoked.add(str(payload["node_id"]))
-    _set_meta(db, "revoked_nodes", json.dumps(sorted(revoked)))
-    audit.append(db, None, "node.revoked", "node", str(payload["node_id"]), node.timestamp())
-
-
-def _certificate(db: Database, payload: Any, node: Node) -> None:
-    """A renewed certificate: same key, same CA, this node; replaces node.pem atomically."""
-    directory = sync_dir(node.settings)
-    cert = x509.load_pem_x509_certificate(str(payload["cert"]).encode())
-    verify_issued_by(cert, load_cert(directory / CA_CERT))
-    own = load_ec_key(directory / NODE_KEY).public_key().public_numbers()
-    key = cert.public_key()
-    if common_name(cert) != node.node_id or getattr(key, "public_numbers", None) is None \
-            or key.public_numbers() != own:  # type: ignore[union-attr]
-        raise ValueError("renewed certificate is not for this node's key")
-    write_atomic(directory / NODE_CERT, cert_pem(cert))
-    audit.append(db, None, "node.certificate_renewed", "node", node.node_id, node.timestamp(),
-                 {"not_after": cert.not_valid_after_utc.isoformat()})
-
-
-HANDLERS = {"catalog": _catalog, "staff": _staff, "decision": _decision,
-            "revocation": _revocation, "certificate": _certificate}

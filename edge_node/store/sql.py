@@ -31,20 +31,6 @@ def insert_many(db: Database, table: str, rows: Sequence[Mapping[str, Any]]) -> 
                         [list(r.values()) for r in rows])
 
 
-def set_meta(db: Database, key: str, value: str) -> None:
-    """Upsert a node_meta value."""
-    db.conn.execute("INSERT INTO node_meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
-
-
-def next_meta_counter(db: Database, key: str) -> int:
-    """Increment an integer counter in node_meta and return the new value."""
-    row = db.conn.execute(
-        "INSERT INTO node_meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE "
-        "SET value = CAST(value AS INTEGER) + 1 RETURNING value", [key]).fetchone()
-    return int(row[0])
-
-
 def rows(db: Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Query results as dicts, without sqlite-utils' savepoint guard."""
     cursor = db.conn.execute(sql, list(params))

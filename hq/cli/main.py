@@ -194,7 +194,7 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
 
     Example: edge-hq chain NABCDE
     """
-    from hq.ingest import verify_chain
+    from hq.chain import verify_chain
     from hq.resume import restores_in_chain
 
     db = open_store(ctx.obj["db"])

@@ -1,0 +1,24 @@
+"""What HQ's schema code needs of a store connection, as a Protocol: `hq/store.py`'s
+`HQDatabase` provides it, and migrations and projections depend only on this, so the
+store can run them when it opens without an import cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+
+class Tx(Protocol):
+    """An HQ store connection: SQL with `?` placeholders on either dialect."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement."""
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row."""
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """BEGIN (IMMEDIATE on SQLite) … COMMIT, or ROLLBACK on an exception."""
