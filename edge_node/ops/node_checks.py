@@ -7,11 +7,9 @@ import datetime as dt
 import pwd
 import shutil
 from pathlib import Path
-from typing import cast
 
 from edge_node.domain.retention import oldest_pii
 from edge_node.ids import iso, parse_iso
-from edge_node.node import Node
 from edge_node.ops.checkup import (
     CLOCK_BEHIND_TOLERANCE_S,
     CLOCK_SKEW_FAIL_S,
@@ -196,7 +194,7 @@ def check_backlog(doc: Doctor) -> Result:
         return Result("backlog", SKIP, "database unreadable (see database)")
     # The doctor has the settings/reader()/now()/timestamp() that sync_status() uses,
     # without a writer thread or migrations.
-    status = sync_status(cast(Node, doc))
+    status = sync_status(doc)
     count, age = status.count, status.oldest_age_s
     if not count or age is None:
         return Result("backlog", PASS, "nothing unsent")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlite_utils import Database
 
+from edge_node.config import Settings
 from edge_node.domain import audit, epoch
 from edge_node.ids import parse_iso
 from edge_node.node import Node
@@ -117,13 +119,7 @@ class NodeOutbox:
 
     def stats(self) -> dict[str, Any]:
         """Backlog count, oldest unsent age, bytes pending, newest seq."""
-        count, oldest, size, last = self.node.reader().execute(
-            "SELECT count(*), min(created_at), coalesce(sum(length(data)), 0), max(seq) "
-            "FROM sync_outbox WHERE seq > ?", [self.acked_seq()]).fetchone()
-        age = None
-        if oldest:
-            age = round((self.node.now() - parse_iso(_iso_fix(oldest))).total_seconds(), 1)
-        return {"count": count, "oldest_age_s": age, "bytes_pending": size, "last_seq": last}
+        return backlog(self.node)
 
     def down_seq(self) -> int:
         """Highest downstream seq applied."""
@@ -173,12 +169,43 @@ class NodeOutbox:
 
     def summary(self) -> dict[str, Any]:
         """Backlog and link facts read from the database (works without the agent)."""
-        db = self.node.reader()
-        link = meta.get(db, meta.LINK_KEY)
-        state, _, since = (link or "never-connected ").partition(" ")
-        return {**self.stats(), "acked_seq": self.acked_seq(), "down_seq": self.down_seq(),
-                "last_ack_at": meta.get(db, meta.LAST_ACK_KEY), "link": state,
-                "link_since": since or None}
+        return summary(self.node)
+
+
+class NodeView(Protocol):
+    """What reading the outbox needs: a read connection and the clock. `Node` has them,
+    and so has the doctor's read-only view (no writer thread, no migrations)."""
+
+    settings: Settings
+
+    def reader(self) -> Database:
+        """This thread's read-only connection."""
+
+    def now(self) -> datetime:
+        """The current time."""
+
+
+def backlog(view: NodeView) -> dict[str, Any]:
+    """Backlog count, oldest unsent age, bytes pending, newest seq."""
+    db = view.reader()
+    count, oldest, size, last = db.execute(
+        "SELECT count(*), min(created_at), coalesce(sum(length(data)), 0), max(seq) "
+        "FROM sync_outbox WHERE seq > ?", [meta.get_int(db, meta.ACKED_KEY)]).fetchone()
+    age = None
+    if oldest:
+        age = round((view.now() - parse_iso(_iso_fix(oldest))).total_seconds(), 1)
+    return {"count": count, "oldest_age_s": age, "bytes_pending": size, "last_seq": last}
+
+
+def summary(view: NodeView) -> dict[str, Any]:
+    """Backlog, acks and link as recorded in the database (works without the agent)."""
+    db = view.reader()
+    link = meta.get(db, meta.LINK_KEY)
+    state, _, since = (link or "never-connected ").partition(" ")
+    return {**backlog(view), "acked_seq": meta.get_int(db, meta.ACKED_KEY),
+            "down_seq": meta.get_int(db, meta.DOWN_KEY),
+            "last_ack_at": meta.get(db, meta.LAST_ACK_KEY), "link": state,
+            "link_since": since or None}
 
 
 def export_bundle(node: Node, directory: Path,

@@ -7,9 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_node.node import Node
 from edge_node.paths import is_enrolled
-from edge_node.replication.port import NodeOutbox
+from edge_node.replication.port import NodeView, summary
 
 # Figures only an agent running in the asking process knows.
 LIVE_FIELDS = ("agent_running", "in_flight_batches")
@@ -44,16 +43,16 @@ class SyncStatus:
         return dataclasses.asdict(self)
 
 
-def sync_status(node: Node, agent: LiveAgent | None = None) -> SyncStatus:
+def sync_status(node: NodeView, agent: LiveAgent | None = None) -> SyncStatus:
     """Read from the node's database; the link and batches in flight come from `agent`
     when one runs in this process (the database holds the link as last recorded)."""
-    summary = NodeOutbox(node).summary()
+    recorded = summary(node)
     live = agent.status() if agent is not None else {}
     return SyncStatus(
-        count=summary["count"], oldest_age_s=summary["oldest_age_s"],
-        bytes_pending=summary["bytes_pending"], last_seq=summary["last_seq"],
-        acked_seq=summary["acked_seq"], down_seq=summary["down_seq"],
-        last_ack_at=summary["last_ack_at"], link=live.get("link", summary["link"]),
-        link_since=summary["link_since"], enrolled=is_enrolled(node.settings),
+        count=recorded["count"], oldest_age_s=recorded["oldest_age_s"],
+        bytes_pending=recorded["bytes_pending"], last_seq=recorded["last_seq"],
+        acked_seq=recorded["acked_seq"], down_seq=recorded["down_seq"],
+        last_ack_at=recorded["last_ack_at"], link=live.get("link", recorded["link"]),
+        link_since=recorded["link_since"], enrolled=is_enrolled(node.settings),
         agent_running=agent is not None,
         in_flight_batches=int(live.get("in_flight_batches", 0)))
