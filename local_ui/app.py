@@ -36,7 +36,7 @@ def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app, node)
     i18n.init_app(app)
     web.init_app(app)
-    live.init_app(app)
+    live.init_app(app, node.settings["threads"])
     for name in SCREENS:
         app.register_blueprint(import_module(name).bp)
     return app

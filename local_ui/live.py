@@ -26,12 +26,26 @@ RETRY_MS = 1000
 
 
 STOP_EXTENSION = "khidmat_live_stop"
+BUDGET_EXTENSION = "khidmat_live_budget"
+THREADS_KEPT_FREE = 4  # server threads streams may never take: pages, the API, the watchdog
+BUSY_RETRY_MS = 5000
 
 
-def init_app(app: Flask) -> None:
-    """Give the app its stop signal for streams; `stop_all` sets it before the node closes."""
+def init_app(app: Flask, threads: int) -> None:
+    """Give the app its stop signal for streams (`stop_all` sets it before the node closes)
+    and a stream budget: a stream holds a server thread for up to STREAM_MAX_S, so at most
+    `threads - THREADS_KEPT_FREE` run at once, or screens could starve page requests and
+    the systemd watchdog's health probe (which would then restart a healthy node)."""
     app.extensions[STOP_EXTENSION] = threading.Event()
+    app.extensions[BUDGET_EXTENSION] = threading.BoundedSemaphore(
+        max(1, threads - THREADS_KEPT_FREE))
     lifecycle.on_stop(app, "live screens", lambda: stop_streams(app))
+
+
+def _busy() -> Response:
+    """Over budget: tell the browser to come back in a few seconds (no thread held)."""
+    return Response(f"retry: {BUSY_RETRY_MS}\n\n", mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store"})
 
 
 def _stopping() -> threading.Event:
@@ -60,6 +74,9 @@ def stream(render: Callable[[], str]) -> Response:
     """An SSE response sending `render()` now and whenever it changes."""
 
     stop = _stopping()
+    budget: threading.BoundedSemaphore = current_app.extensions[BUDGET_EXTENSION]
+    if not budget.acquire(blocking=False):
+        return _busy()
 
     def events() -> Iterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
@@ -78,5 +95,7 @@ def stream(render: Callable[[], str]) -> Response:
                 yield ": keep-alive\n\n"
             stop.wait(POLL_S)
 
-    return Response(stream_with_context(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(stream_with_context(events()), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.call_on_close(budget.release)  # the server closes it when the stream ends
+    return response

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from edge_node import login_throttle
-from edge_node.bootstrap import DEMO_STAFF
+from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, DEMO_STAFF
 from edge_node.domain import roles, staff, visits
 from edge_node.node import Node
 from local_ui.views.auth import safe_next
@@ -383,3 +383,40 @@ def test_live_streams_do_not_keep_a_staff_session_alive(ui_client: Client, clock
             client.get(path, headers=stream, buffered=False).close()
     assert get(supervisor, "/supervisor").status_code == 302
     assert get(board, "/board").status_code == 200
+
+
+
+def test_live_streams_leave_threads_for_pages_and_the_watchdog(node: Node) -> None:
+    """A stream holds a server thread for a minute: with 6 threads only 2 screens stream
+    at once; the third is told to come back shortly, and pages and /api/health (the
+    watchdog's probe) still answer at once."""
+    import threading
+
+    import requests
+    from waitress.server import create_server
+
+    from local_ui import live
+    from local_ui.app import create_app
+
+    node.settings["threads"] = 6
+    app = create_app(node)
+    server = create_server(app, host="127.0.0.1", port=0, threads=6, ident="t")
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{server.effective_port}"
+    board = requests.Session()
+    page = board.get(f"{base}/login", timeout=5)
+    board.post(f"{base}/login", timeout=5, data={
+        "username": "display", "password": "display" + DEMO_PASSWORD_SUFFIX,
+        "csrf_token": csrf_of(page.text)})
+    streams = [board.get(f"{base}/board/live", stream=True, timeout=5) for _ in range(2)]
+    try:
+        for response in streams:
+            assert next(response.iter_content(64)).startswith(b"retry: 1000")
+        busy = board.get(f"{base}/board/live", timeout=5)
+        assert busy.text == f"retry: {live.BUSY_RETRY_MS}\n\n"
+        assert requests.get(f"{base}/api/health", timeout=2).status_code == 200
+    finally:
+        live.stop_streams(app)
+        for response in streams:
+            response.close()
+        server.close()
