@@ -19,6 +19,8 @@ from edge_node.store import meta
 from edge_node.store.db import open_database
 from edge_node.store.keyfile import create_key_file, load_key_file
 from edge_node.store.migrations import migrate
+from sync.changes import register_clock
+from sync.hlc import Clock
 
 CENTER_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{1,15}")
 # Demo data is for training and development nodes only; init prints these passwords.
@@ -62,9 +64,6 @@ def init_node(settings: Settings, center_id: str) -> dict[str, Any]:
 
 def _create_schema(db: Database, center_id: str) -> str:
     """Migrate, then record the node's identity and load the seed catalog."""
-    from sync.changes import register_clock
-    from sync.hlc import Clock
-
     node_id = new_node_id()
     register_clock(db.conn, Clock(node_id))
     migrate(db)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs.broker import NODE_ID
@@ -92,8 +93,6 @@ def _common_name_of(name: x509.Name) -> str:
 
 def _spki(key: Any) -> bytes:
     """DER SubjectPublicKeyInfo of a public key, for comparisons."""
-    from cryptography.hazmat.primitives import serialization
-
     return bytes(key.public_bytes(serialization.Encoding.DER,
                                   serialization.PublicFormat.SubjectPublicKeyInfo))
 

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from certs.authority import AuthorityError, open_authority
 from hq.downstream import DownPacer, ack_envelope, pending_envelope
 from hq.enrollment import renew
 from hq.ingest import Ingest
@@ -54,7 +55,6 @@ class Worker:
 
     def _renewer(self) -> Any:
         """Certificate renewal, when this worker's key directory holds the CA."""
-        from certs.authority import AuthorityError, open_authority
         try:
             auth = open_authority(self.identity.directory)
         except (AuthorityError, OSError):

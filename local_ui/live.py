@@ -72,7 +72,6 @@ def event(html: str, name: str = "update") -> str:
 
 def stream(render: Callable[[], str]) -> Response:
     """An SSE response sending `render()` now and whenever it changes."""
-
     stop = _stopping()
     budget: threading.BoundedSemaphore = current_app.extensions[BUDGET_EXTENSION]
     if not budget.acquire(blocking=False):

@@ -7,6 +7,7 @@ from typing import Any
 
 from edge_node import __version__
 from edge_node.api.errors import ERROR_SCHEMA
+from edge_node.api.routing import ROUTES
 from edge_node.api.schema import object_schema
 
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
@@ -55,8 +56,6 @@ def _operation(spec: Any) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     """The whole document."""
-    from edge_node.api.routing import ROUTES
-
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         paths.setdefault(openapi_path(spec.rule), {})[spec.method.lower()] = _operation(spec)

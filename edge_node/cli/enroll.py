@@ -13,6 +13,7 @@ from certs.layout import NODE_CERT, NODE_KEY
 from edge_node.cli.common import opened_node
 from edge_node.node import Node
 from edge_node.paths import exported_through, sync_dir
+from edge_node.replication.port import NodeOutbox
 
 
 @click.group()
@@ -29,7 +30,6 @@ def enroll_request(ctx: click.Context, out: str | None) -> None:
 
     Example: edge-node enroll request --out /media/usb/enroll-NABCDE.json
     """
-
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
         _refuse_if_unsynced(node, directory)
@@ -52,7 +52,6 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
     Example: edge-node enroll install enroll-NABCDE.bundle.json --ca-fingerprint 3A:1F:…
     """
-
     with opened_node(ctx) as node:
         directory = sync_dir(node.settings)
         if not (directory / NODE_KEY).exists():
@@ -68,8 +67,6 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
 
 def _refuse_if_unsynced(node: Node, directory: Path) -> None:
     """Re-enrolling a node with unsynced records would strand them: refuse unless exported."""
-    from edge_node.replication.port import NodeOutbox
-
     if not (directory / NODE_CERT).exists():
         return
     stats = NodeOutbox(node).stats()

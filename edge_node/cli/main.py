@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from edge_node import __version__
+from edge_node.bootstrap import InitError, init_node, load_demo
 from edge_node.cli.backup import backup, restore
 from edge_node.cli.common import opened_node, settings_of, user_errors
 from edge_node.cli.doctor import doctor
@@ -21,7 +24,17 @@ from edge_node.cli.install import install_systemd
 from edge_node.cli.retention import retention
 from edge_node.cli.retire import retire
 from edge_node.config import SETTINGS
+from edge_node.domain import audit as audit_domain
+from edge_node.domain.staff import create_staff
 from edge_node.node import Node
+from edge_node.paths import is_enrolled, sync_dir
+from edge_node.replication.port import NodeOutbox, export_bundle
+from edge_node.replication.runtime import SyncLock, start_agent
+from edge_node.replication.status import LIVE_FIELDS
+from edge_node.replication.status import sync_status as read_sync_status
+from edge_node.service.serve import run_server
+from sync.bundle import BundleError, import_ack_bundle
+from sync.identity import IdentityError, load_node_identity
 
 if TYPE_CHECKING:
     from sync.identity import NodeIdentity
@@ -48,8 +61,6 @@ def init(ctx: click.Context, center_id: str, demo: bool) -> None:
 
     Example: edge-node init --center-id ISB-01 --demo
     """
-    from edge_node.bootstrap import InitError, init_node, load_demo
-
     settings = settings_of(ctx)
     with user_errors():
         try:
@@ -100,8 +111,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     Example: edge-node serve --host 0.0.0.0 --port 8080
     """
-    from edge_node.service.serve import run_server
-
     settings = settings_of(ctx, host=host, port=port)
     with user_errors():
         run_server(settings)
@@ -119,8 +128,6 @@ def audit_verify(ctx: click.Context) -> None:
 
     Example: edge-node audit verify
     """
-    from edge_node.domain import audit as audit_domain
-
     with opened_node(ctx) as node:
         db = node.reader()
         problems = audit_domain.verify(db)
@@ -145,9 +152,6 @@ def sync_status(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-node sync status
     """
-    from edge_node.replication.status import LIVE_FIELDS
-    from edge_node.replication.status import sync_status as read_sync_status
-
     with opened_node(ctx) as node:
         status = read_sync_status(node)  # a running server's agent is in another process
     if as_json:
@@ -175,10 +179,6 @@ def sync_push(ctx: click.Context, timeout: float) -> None:
 
     Example: edge-node sync push --timeout 300
     """
-    from edge_node.paths import is_enrolled
-    from edge_node.replication.port import NodeOutbox
-    from edge_node.replication.runtime import SyncLock, start_agent
-
     with opened_node(ctx) as node:
         if not is_enrolled(node.settings):
             raise click.ClickException("node is not enrolled: run `edge-node enroll` first")
@@ -200,8 +200,6 @@ def sync_push(ctx: click.Context, timeout: float) -> None:
 
 def _watch_backlog(port: Any, timeout: float) -> bool:
     """Progress bar over the backlog until it is empty or `timeout` passes."""
-    import time
-
     start = port.stats()["count"]
     deadline = time.monotonic() + timeout
     with click.progressbar(length=max(start, 1), label="sending") as bar:
@@ -218,9 +216,6 @@ def _watch_backlog(port: Any, timeout: float) -> bool:
 
 def _node_identity(node: Node) -> NodeIdentity:
     """The node's sync keys, or a one-line error when it is not enrolled."""
-    from edge_node.paths import is_enrolled, sync_dir
-    from sync.identity import IdentityError, load_node_identity
-
     if not is_enrolled(node.settings):
         raise click.ClickException("node is not enrolled: run `edge-node enroll` first")
     try:
@@ -262,13 +257,6 @@ def sync_export(ctx: click.Context, out_dir: str) -> None:
 
     Example: edge-node sync export --out /media/usb
     """
-    from pathlib import Path
-
-    from edge_node.replication.port import export_bundle
-    from edge_node.replication.status import sync_status as read_sync_status
-    from sync.bundle import BundleError
-    from sync.identity import IdentityError
-
     with opened_node(ctx) as node:
         bar = _LazyBar(read_sync_status(node).count, "exporting")
         try:
@@ -304,11 +292,6 @@ def sync_import_ack(ctx: click.Context, file: str) -> None:
 
     Example: edge-node sync import-ack /media/usb/NABCDE-ack-3600.keb
     """
-    from pathlib import Path
-
-    from edge_node.replication.port import NodeOutbox
-    from sync.bundle import BundleError, import_ack_bundle
-
     with opened_node(ctx) as node:
         identity = _node_identity(node)
         port = NodeOutbox(node)
@@ -344,9 +327,6 @@ def staff_add(ctx: click.Context, username: str, full_name: str, role: str,
 
     Example: edge-node staff add amina --name "Amina Khan" --role supervisor
     """
-    from edge_node.domain import audit as audit_domain
-    from edge_node.domain.staff import create_staff
-
     with opened_node(ctx) as node, user_errors():
         now = node.timestamp()
 

@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING
 import click
 
 from edge_node.cli.common import settings_of, user_errors
+from edge_node.node import load_keys
+from edge_node.ops.restore import hold_stopped_node
+from edge_node.ops.retire import readiness
+from edge_node.ops.retire import wipe as wipe_node
+from edge_node.store.db import StoreError
 
 if TYPE_CHECKING:
     from edge_node.ops.retire import Readiness
@@ -32,12 +37,6 @@ def retire(ctx: click.Context, wipe: bool, yes: bool, force: bool) -> None:
 
     Example: edge-node retire --wipe
     """
-    from edge_node.node import load_keys
-    from edge_node.ops.restore import hold_stopped_node
-    from edge_node.ops.retire import readiness
-    from edge_node.ops.retire import wipe as wipe_node
-    from edge_node.store.db import StoreError
-
     settings = settings_of(ctx)
     with user_errors():
         lock = hold_stopped_node(settings, "retire") if wipe else None

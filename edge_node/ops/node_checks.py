@@ -8,6 +8,7 @@ import pwd
 import shutil
 from pathlib import Path
 
+from edge_node.cli.install import default_bin_dir, doctor_command
 from edge_node.domain.retention import oldest_pii
 from edge_node.ids import iso, parse_iso
 from edge_node.ops.checkup import (
@@ -32,6 +33,7 @@ from edge_node.replication.status import sync_status
 from edge_node.store import meta
 from edge_node.store.db import DatabaseError, StoreError, integrity_check, open_database
 from edge_node.store.keyfile import KeyFileError, load_key_file
+from sync.changes import latest_hlc
 from sync.hlc import HLCError, Timestamp
 
 
@@ -49,7 +51,6 @@ def check_key_file(doc: Doctor) -> Result:
     name, path = "key-file", key_path(doc.settings)
     if not path.exists():
         if CREDSTORE_KEY.exists():
-            from edge_node.cli.install import default_bin_dir, doctor_command
 
             return Result(name, WARN, f"the key is sealed as a systemd credential "
                           f"({CREDSTORE_KEY}); this shell cannot read it",
@@ -145,8 +146,6 @@ def check_disk(doc: Doctor) -> Result:
 
 def check_clock(doc: Doctor) -> Result:
     """Not behind the newest stored HLC; skew against HQ when the node has heard HQ's time."""
-    from sync.changes import latest_hlc
-
     if doc.db is None:
         return Result("clock", SKIP, "database unreadable (see database)")
     now = doc.now()

@@ -15,6 +15,7 @@ Records HQ holds but the restored node lost stay HQ-only.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -26,11 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from certs.files import rename_durably
 from certs.layout import NODE_CERT
 from edge_node.config import Settings
 from edge_node.domain import audit, epoch
 from edge_node.ids import business_date, utcnow
+from edge_node.node import Node
 from edge_node.ops.backup import (
     BackupError,
     check_copy,
@@ -49,6 +53,7 @@ from edge_node.replication.runtime import SyncLock
 from edge_node.store import meta
 from edge_node.store.db import DatabaseError, StoreError, open_database
 from edge_node.store.keyfile import NodeKeys
+from sync.identity import load_cert
 
 log = logging.getLogger(__name__)
 SHM_DMS_OFFSET = 128  # SQLite's "dead man switch" byte in the -shm file: every open
@@ -169,13 +174,11 @@ def _enrolled_node_id(settings: Settings) -> str | None:
     """The CN of the node certificate, when the node is enrolled."""
     if not is_enrolled(settings):
         return None
-    from sync.identity import load_cert
 
     try:
         cert = load_cert(sync_dir(settings) / NODE_CERT)
     except (OSError, ValueError):
         return None
-    from cryptography import x509
 
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
@@ -207,8 +210,6 @@ def _stage(settings: Settings, keys: NodeKeys, file: Path, manifest: dict[str, A
 
 def _copy_hashing(source: Path, target: Path) -> str:
     """Copy a file to a new 0600 file (fsynced) and return the SHA-256 of what was copied."""
-    import hashlib
-
     digest = hashlib.sha256()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
@@ -296,9 +297,6 @@ def _cap_exported_marker(data_dir: Path, restored_seq: int) -> None:
 
 def record_restore(settings: Settings, file: Path, restored: Restored) -> None:
     """An audit entry on the restored node (HQ sees the chain fork at this point)."""
-    from edge_node.domain import audit
-    from edge_node.node import Node
-
     node = Node(settings)
     try:
         now = node.timestamp()

@@ -11,7 +11,10 @@ from flask import Flask
 
 from edge_node import lifecycle
 from edge_node.domain import kpi, queue
+from edge_node.errors import EdgeError
 from edge_node.node import Node
+from edge_node.ops.backup import check_schedule, scheduled_backup
+from edge_node.ops.retention import run
 
 log = logging.getLogger(__name__)
 RETENTION_HOUR, RETENTION_MINUTE = 3, 40  # local time: after the backup, before opening
@@ -35,9 +38,6 @@ def snapshot_kpis(node: Node) -> None:
 
 def backup_daily(node: Node) -> None:
     """The daily encrypted backup, then rotation (a failure is logged; next day retries)."""
-    from edge_node.errors import EdgeError
-    from edge_node.ops.backup import scheduled_backup
-
     try:
         made = scheduled_backup(node.settings, node.keys)
     except (EdgeError, OSError) as exc:
@@ -49,8 +49,6 @@ def backup_daily(node: Node) -> None:
 def retention_daily(node: Node) -> None:
     """The daily retention purge (edge_node/ops/retention.py); a failure is logged, next day
     retries."""
-    from edge_node.ops.retention import run
-
     try:
         run(node)
     except Exception as exc:  # the scheduler would only log it less clearly
@@ -65,7 +63,6 @@ def add_jobs(scheduler: BaseScheduler, node: Node) -> None:
     scheduler.add_job(snapshot_kpis, "cron", args=[node], id="kpi_snapshot",
                       hour=node.settings["kpi_snapshot_hour"], minute=55, coalesce=True,
                       max_instances=1)
-    from edge_node.ops.backup import check_schedule
 
     check_schedule(node.settings)
     scheduler.add_job(backup_daily, "cron", args=[node], id="backup",

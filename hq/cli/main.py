@@ -20,8 +20,18 @@ from typing import Any
 
 import click
 
+from hq.bundles import import_bundle
+from hq.chain import verify_chain
 from hq.cli.common import open_store
 from hq.cli.pki import broker_config, ca, node
+from hq.downstream import enqueue
+from hq.fleet import conflict_rows, fleet, quarantine_rows
+from hq.projections import PROJECTIONS, rebuild
+from hq.refusals import refused_rows
+from hq.resume import restores_in_chain
+from hq.worker import Worker
+from sync.bundle import BundleError
+from sync.identity import IdentityError, load_hq_identity
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
@@ -65,9 +75,6 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
 
     Example: edge-hq serve --broker localhost:8883 --workers 2
     """
-    from hq.worker import Worker
-    from sync.identity import IdentityError, load_hq_identity
-
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = broker.rpartition(":")
@@ -133,8 +140,6 @@ def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq fleet --json
     """
-    from hq.fleet import fleet
-
     _print(fleet(open_store(ctx.obj["db"])), as_json)
 
 
@@ -147,8 +152,6 @@ def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
 
     Example: edge-hq quarantine --limit 20
     """
-    from hq.fleet import quarantine_rows
-
     _print(quarantine_rows(open_store(ctx.obj["db"]), limit), as_json)
 
 
@@ -166,8 +169,6 @@ def refused_cmd(ctx: click.Context, node_id: str | None, as_json: bool, limit: i
 
     Example: edge-hq refused --node NABCDE
     """
-    from hq.refusals import refused_rows
-
     _print(refused_rows(open_store(ctx.obj["db"]), node_id, limit), as_json)
 
 
@@ -179,8 +180,6 @@ def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq conflicts
     """
-    from hq.fleet import conflict_rows
-
     _print(conflict_rows(open_store(ctx.obj["db"])), as_json)
 
 
@@ -194,9 +193,6 @@ def chain_cmd(ctx: click.Context, node_id: str) -> None:
 
     Example: edge-hq chain NABCDE
     """
-    from hq.chain import verify_chain
-    from hq.resume import restores_in_chain
-
     db = open_store(ctx.obj["db"])
     problems = verify_chain(db, node_id)
     for line in restores_in_chain(db, node_id):
@@ -222,8 +218,6 @@ def rebuild_projections_cmd(ctx: click.Context, tables: tuple[str, ...]) -> None
 
     Example: edge-hq rebuild-projections --table applications
     """
-    from hq.projections import PROJECTIONS, rebuild
-
     unknown = sorted(set(tables) - set(PROJECTIONS))
     if unknown:
         raise click.ClickException(f"no projection of {', '.join(unknown)}; choose from "
@@ -263,10 +257,6 @@ def import_cmd(ctx: click.Context, file: str, keys_dir: str, ack_out: str | None
 
     Example: edge-hq import /media/usb/NABCDE-up-1-3600.keb --ack-out /media/usb
     """
-    from hq.bundles import import_bundle
-    from sync.bundle import BundleError
-    from sync.identity import IdentityError, load_hq_identity
-
     try:
         identity = load_hq_identity(Path(keys_dir))
     except (IdentityError, ValueError) as exc:
@@ -301,8 +291,6 @@ def publish() -> None:
 
 def _enqueue(ctx: click.Context, kind: str, payload: Any, node: str | None) -> None:
     """Queue and report."""
-    from hq.downstream import enqueue
-
     try:
         count = enqueue(open_store(ctx.obj["db"]), kind, payload, node)
     except ValueError as exc:

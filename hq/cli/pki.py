@@ -25,6 +25,7 @@ from certs.enroll import EnrollError, fingerprint, read_json
 from certs.files import write_atomic
 from certs.hostnames import names_host, server_names
 from hq.cli.common import open_store
+from hq.enrollment import revoke, sign_request
 
 DEFAULT_KEYS = "./var-hq/keys"
 keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
@@ -75,8 +76,6 @@ def node_sign(ctx: click.Context, request: str, center_id: str, broker: str, out
 
     Example: edge-hq node sign enroll-NABCDE.json --center ISB-01 --broker mqtt.hq:8883
     """
-    from hq.enrollment import sign_request
-
     host, _, port = broker.rpartition(":")
     if not host or not port.isdigit():
         raise click.ClickException("--broker must be HOST:PORT")
@@ -133,8 +132,6 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
     Example: edge-hq node revoke NABCDE
     """
-    from hq.enrollment import revoke
-
     try:
         serial = revoke(open_authority(Path(keys_dir)), open_store(ctx.obj["db"]), node_id)
     except (AuthorityError, ValueError) as exc:
@@ -148,7 +145,6 @@ def node_revoke(ctx: click.Context, node_id: str, keys_dir: str) -> None:
 
 def _active_nodes(db_url: str) -> list[str]:
     """Enrolled, unrevoked node ids: the broker lets exactly these in."""
-
     db = open_store(db_url)
     try:
         return [row[0] for row in

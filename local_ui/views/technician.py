@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 from flask_babel import gettext
 from werkzeug.wrappers import Response
 
@@ -63,8 +63,6 @@ def _run_doctor(module: Any) -> tuple[list[dict[str, Any]], str | None]:
 @screen(TECHNICIANS)
 def technician() -> Response:
     """Node facts and settings; POST runs the doctor."""
-    from flask import request
-
     n = node()
     module = _doctor_module()
     results, error = (_run_doctor(module) if module is not None and request.method == "POST"
