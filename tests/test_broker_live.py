@@ -27,7 +27,7 @@ from certs.enroll import make_request
 from hq.cli.main import main as hq_cli
 from sync import topics
 from tests.helpers import wait_for
-from tests.tls_broker import MOSQUITTO, free_port
+from tests.tls_broker import MOSQUITTO, free_port, mqtt_session_opens
 
 pytestmark = pytest.mark.broker
 
@@ -135,22 +135,7 @@ class Client:
 
 def _refused(fleet: Fleet, certfile: Path, keyfile: Path) -> bool:
     """Whether a fresh connection with this certificate gets no session within 3 s."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.tls_set(ca_certs=str(fleet.keys / "ca.pem"), certfile=str(certfile),
-                   keyfile=str(keyfile))
-    try:
-        client.connect("localhost", fleet.port)
-    except OSError:  # ssl.SSLError included
-        return True
-    client.loop_start()
-    try:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and not client.is_connected():
-            time.sleep(0.05)
-        return not client.is_connected()
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    return not mqtt_session_opens(fleet.port, fleet.keys / "ca.pem", certfile, keyfile)
 
 
 def _tls_refused(fleet: Fleet, certfile: Path, keyfile: Path) -> bool:

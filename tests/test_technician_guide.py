@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import console_script, wait_for
-from tests.tls_broker import free_port
+from tests.tls_broker import free_port, mqtt_session_opens
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "technician-guide.md"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -111,23 +109,8 @@ def wait_for_log(broker: Broker, text: str, timeout: float, what: str) -> None:
 
 def connects(port: int, sync_dir: Path, client_id: str) -> bool:
     """Whether a fresh MQTT session opens with the node's own certificate within 3 s."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
-    client.tls_set(ca_certs=str(sync_dir / "ca.pem"), certfile=str(sync_dir / "node.pem"),
-                   keyfile=str(sync_dir / "node.key"))
-    try:
-        client.connect("localhost", port)
-    except OSError:
-        return False
-    client.loop_start()
-    try:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and not client.is_connected():
-            time.sleep(0.05)
-        return client.is_connected()
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    return mqtt_session_opens(port, sync_dir / "ca.pem", sync_dir / "node.pem",
+                              sync_dir / "node.key", client_id)
 
 
 def wait_status(node: Path, done: Any, what: str) -> dict[str, Any]:

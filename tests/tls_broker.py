@@ -18,8 +18,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from paho.mqtt.enums import CallbackAPIVersion
 
 from certs import files, pki
 from certs.broker import BrokerPaths, dynsec_config, mosquitto_conf, node_role
@@ -201,3 +203,25 @@ class TLSBroker:
         """The last lines mosquitto logged."""
         path = self.root / "mosquitto.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def mqtt_session_opens(port: int, cafile: Path, certfile: Path, keyfile: Path,
+                       client_id: str = "", within_s: float = 3.0) -> bool:
+    """Whether a fresh MQTT 5 session with this certificate opens on localhost:`port`
+    within `within_s` (False when TLS or the broker refuses it)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=str(cafile), certfile=str(certfile), keyfile=str(keyfile))
+    try:
+        client.connect("localhost", port)
+    except OSError:  # ssl.SSLError included
+        return False
+    client.loop_start()
+    try:
+        wait_for(client.is_connected, within_s, "an MQTT session", interval=0.05)
+        return True
+    except AssertionError:
+        return False
+    finally:
+        client.loop_stop()
+        client.disconnect()
