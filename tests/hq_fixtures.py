@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from hq.store import HQDatabase
+from tests.sync_env import SyncEnv
+from tests.tls_broker import TLSBroker
 
 PG_URL = os.environ.get("KHIDMAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -46,3 +48,12 @@ def hq_db(hq_url: str) -> Iterator[HQDatabase]:
     db = HQDatabase(hq_url)
     yield db
     db.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
+    """HQ keys and an HQ store (SQLite or PostgreSQL) and a TLS broker, not started: a test
+    starts it where it needs one (bundles need none)."""
+    broker = TLSBroker(tmp_path / "broker")
+    yield SyncEnv(tmp_path, broker, hq_url)
+    broker.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ from sync.identity import NodeIdentity
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv
 from tests.test_sync_e2e import assert_hq_equals_node, issue_tickets
-from tests.tls_broker import TLSBroker
-
-
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """HQ keys and store (SQLite or PostgreSQL); the broker is only started where needed."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
 
 
 @pytest.fixture

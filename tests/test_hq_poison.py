@@ -10,7 +10,6 @@ HQ stores, and the good envelope after it must still apply.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,6 @@ from tests.tls_broker import TLSBroker
 NODE = "NPOISN"
 BIG = 2**63
 
-
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """HQ keys and store (SQLite or PostgreSQL); the broker starts only where needed."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
 
 
 @pytest.fixture

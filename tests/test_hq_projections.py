@@ -28,18 +28,10 @@ from sync.merge import FIELD_CLOCKS
 from tests.helpers import DGIP, NADRA, Headers, call_and_complete, call_next, ok, open_counter
 from tests.sync_env import SyncEnv
 from tests.test_hq_ingest import HQ_KEY, hlc, make_node
-from tests.tls_broker import TLSBroker
 
 Login = Callable[[str], Headers]
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
-
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """HQ keys and store (SQLite or PostgreSQL); no broker is started (bundles carry data)."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
 
 
 def a_day_at_the_center(client: FlaskClient, login: Login, node: Node) -> None:

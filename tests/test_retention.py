@@ -5,7 +5,6 @@ at HQ, a dry run changes nothing, and the doctor reports the oldest PII held."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from sync import bundle
 from sync.identity import NodeIdentity
 from tests.helpers import NADRA, FakeClock, outbox_mark
 from tests.sync_env import SyncEnv, hq_rows
-from tests.tls_broker import TLSBroker
 
 DAYS = 90
 
@@ -266,13 +264,6 @@ def test_doctor_reports_the_oldest_pii(node: Node, clock: FakeClock,
 
 
 # -- HQ keeps its copy --------------------------------------------------------------------------
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """HQ keys and store; no broker is started (the records travel by bundle)."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
-
 
 def _round_trip(env: SyncEnv, node: Node, identity: NodeIdentity, usb: Path) -> None:
     """Export the outbox, import it at HQ, bring HQ's ack back."""

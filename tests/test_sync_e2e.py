@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,9 @@ from hq.worker import Worker
 from sync.agent import Agent
 from tests.helpers import wait_for
 from tests.sync_env import SyncEnv, hq_rows
-from tests.tls_broker import TLSBroker
 
 pytestmark = pytest.mark.broker  # every test here starts a TLS Mosquitto
 
-
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """A broker (not started), HQ keys and a store on SQLite or PostgreSQL."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
 
 
 def issue_tickets(node: Node, count: int) -> None:
