@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from certs.files import create_new
 from hq.dbapi import Tx
 from sync.merge import State
-from sync.pii import CLEAR, PII_FIELDS, fleet_index
+from sync.pii import BLIND_INDEXED, CLEAR, PII_FIELDS, fleet_index
 
 PREFIX = "h1:"
 NONCE_BYTES = 12
@@ -168,16 +168,17 @@ def current_fleet(tx: Tx) -> tuple[int, bytes] | None:
 
 def project_row(tx: Tx, table: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
     """The row as projected: for citizens, `cnic_index` is HQ's fleet index of the CNIC."""
-    stored = row.get("cnic_enc")
-    if table != "citizens" or getattr(tx, "pii_key", None) is None \
-            or not isinstance(stored, str) or not stored.startswith(PREFIX):
+    source, target = BLIND_INDEXED.get(table, ("", ""))
+    stored = row.get(source) if source else None
+    if getattr(tx, "pii_key", None) is None or not isinstance(stored, str) \
+            or not stored.startswith(PREFIX):
         return row
     current = current_fleet(tx)
     if current is None:
         return row
     try:
-        cnic = decrypt(field_key(tx), "citizens", "cnic_enc", stored)
-        return {**row, "cnic_index": fleet_index(*current, cnic)}
+        cnic = decrypt(field_key(tx), table, source, stored)
+        return {**row, target: fleet_index(*current, cnic)}
     except (PIIKeyError, ValueError):  # not HQ's or not a CNIC: the node's index stays
         return row
 

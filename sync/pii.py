@@ -30,6 +30,8 @@ PII_FIELDS: dict[str, tuple[str, ...]] = {
     "volunteers": ("phone_enc",),
 }
 """The encrypted columns of each synced table (stored as ciphertext at both ends)."""
+BLIND_INDEXED: dict[str, tuple[str, str]] = {"citizens": ("cnic_enc", "cnic_index")}
+"""Tables found by a CNIC: (encrypted CNIC column, fleet blind-index column)."""
 CLEAR = "clear"
 FLEET_KEY_BYTES = 32
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
