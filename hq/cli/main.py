@@ -23,9 +23,9 @@ import click
 
 from hq.cli.citizens import citizen, fleet_key
 from hq.cli.common import open_store
+from hq.cli.pki import broker_config, ca, node
 from hq.pii import ENV_KEY_FILE
 from hq.store import StoreError
-from hq.cli.pki import broker_config, ca, node
 
 DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
