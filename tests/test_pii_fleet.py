@@ -29,6 +29,7 @@ from hq.ingest import Ingest
 from hq.store import HQDatabase, StoreError, utc_now
 from sync import bundle
 from sync.identity import NodeIdentity
+from sync.merge import State, merge, policy_for
 from sync.pii import fleet_index
 from tests.sync_env import SyncEnv
 from tests.test_hq_ingest import HQ_KEY, hlc, make_node
@@ -289,27 +290,33 @@ def test_a_node_enrolled_before_fleet_keys_migrates(env: SyncEnv, node: Node,
     usb.mkdir()
     ident = enrolled(env, node)
     made = register(node)
-    legacy = node.reader().execute("SELECT cnic_enc, cnic_index FROM citizens WHERE id = ?",
-                                   [made["id"]]).fetchone()
+    outbox = node.reader().execute("SELECT seq, hlc, tbl, pk, op, data FROM sync_outbox "
+                                   "ORDER BY seq").fetchall()
+    state = State()  # what an older HQ applied and acked: the node's ciphertext, as sent
+    for _, clock, tbl, pk, op, data in outbox:
+        if tbl == "citizens":
+            state, _ = merge(state, policy_for(tbl), op, json.loads(data), clock)
+    assert str(state.values["cnic_enc"]).startswith("v1:")
+    last = outbox[-1][0]
     db = HQDatabase(env.hq_url)
-    try:  # what an older HQ stored: the node's ciphertext and its own index, as sent
-        state = {"v": {"id": made["id"], "cnic_enc": legacy[0], "cnic_index": legacy[1]},
-                 "c": {}, "t": None, "b": {}, "l": {}}
+    try:
         with db.transaction() as tx:
             tx.execute("INSERT INTO hq_records (tbl, pk, origin, state, row_json, hlc, "
-                       "updated_at) VALUES ('citizens', ?, ?, ?, ?, '0', '')",
-                       [made["id"], node.node_id, json.dumps(state),
-                        json.dumps(state["v"])])
+                       "updated_at) VALUES ('citizens', ?, ?, ?, ?, ?, '')",
+                       [made["id"], node.node_id, state.to_json(),
+                        json.dumps(state.visible()), max(state.clocks.values())])
+            tx.execute("UPDATE hq_nodes SET acked_seq = ? WHERE node_id = ?",
+                       [last, node.node_id])
     finally:
         db.close()
-    exchange(env, node, ident, usb)  # the original records reach HQ (as from an old node)
+    NodeOutbox(node).mark_acked(last)
     assert fleet_key_path(node.settings).exists() is False
 
     db = HQDatabase(env.hq_url)
     assert fleet_keys.distribute(db) == {"version": 1, "queued": 1, "reindexed": 1}
     db.close()
     exchange(env, node, ident, usb)  # the key down: the node re-indexes its citizens
-    exchange(env, node, ident, usb)  # the re-indexed rows up
+    exchange(env, node, ident, usb)  # the re-indexed rows up (PII clocks as HQ holds them)
     db = HQDatabase(env.hq_url)
     try:
         current = hq_pii.current_fleet(db)
