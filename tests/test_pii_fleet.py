@@ -293,7 +293,7 @@ def test_a_node_enrolled_before_fleet_keys_migrates(env: SyncEnv, node: Node,
     outbox = node.reader().execute("SELECT seq, hlc, tbl, pk, op, data FROM sync_outbox "
                                    "ORDER BY seq").fetchall()
     state = State()  # what an older HQ applied and acked: the node's ciphertext, as sent
-    for _, clock, tbl, pk, op, data in outbox:
+    for _, clock, tbl, _pk, op, data in outbox:
         if tbl == "citizens":
             state, _ = merge(state, policy_for(tbl), op, json.loads(data), clock)
     assert str(state.values["cnic_enc"]).startswith("v1:")
