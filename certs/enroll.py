@@ -4,7 +4,8 @@
    writes a request file (node id, center, CSR, HPKE public key).
 2. HQ: `sign_request` checks the CSR, issues the certificate and returns an
    enrollment bundle (node cert, CA, HQ signing cert, HQ HPKE public key,
-   broker address), signed by HQ's signing key.
+   broker address, the fleet index key sealed to the node's HPKE key), signed
+   by HQ's signing key.
 3. Node: `install` checks the bundle — CA fingerprint pinned by the
    technician, every certificate chains to that CA, the node certificate
    carries the node's own key, HQ's signature over the whole bundle — and only
@@ -139,8 +140,9 @@ def check_request(request: dict[str, Any], center_id: str) -> x509.CertificateSi
 def make_bundle(*, node_cert: x509.Certificate, ca_cert: x509.Certificate,
                 hq_sign_cert: x509.Certificate, hq_sign_key: ec.EllipticCurvePrivateKey,
                 hq_hpke_public: str, broker_host: str, broker_port: int,
-                center_id: str) -> dict[str, Any]:
-    """The signed enrollment bundle."""
+                center_id: str, fleet_key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The signed enrollment bundle; `fleet_key` is the fleet index key already sealed to
+    the node's HPKE key (sync/pii.py), carried as it is."""
     bundle: dict[str, Any] = {
         "version": BUNDLE_VERSION, "node_id": pki.common_name(node_cert),
         "center_id": center_id, "node_cert": pki.cert_pem(node_cert).decode(),
@@ -148,6 +150,8 @@ def make_bundle(*, node_cert: x509.Certificate, ca_cert: x509.Certificate,
         "hq_sign_cert": pki.cert_pem(hq_sign_cert).decode(), "hq_hpke_public": hq_hpke_public,
         "broker": {"host": broker_host, "port": broker_port},
     }
+    if fleet_key is not None:
+        bundle["fleet_key"] = fleet_key
     signature = hq_sign_key.sign(_canonical(bundle), ec.ECDSA(hashes.SHA256()))
     bundle["signature"] = base64.b64encode(signature).decode()
     return bundle

@@ -11,5 +11,6 @@ from __future__ import annotations
 NODE_KEY = "node.key"
 NODE_CERT = "node.pem"
 NODE_HPKE_KEY = "node-hpke.key"
+FLEET_KEY = "fleet.key"  # the fleet blind-index key(s) HQ sealed to the node, opened (0600)
 CA_CERT = "ca.pem"
 CRL = "crl.pem"

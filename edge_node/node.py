@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -14,12 +15,12 @@ from sqlite_utils import Database
 from edge_node.config import Settings
 from edge_node.ids import business_date, iso, utcnow
 from edge_node.login_throttle import LoginThrottle
-from edge_node.paths import db_path, key_path
+from edge_node.paths import db_path, fleet_key_path, key_path
 from edge_node.session_cache import SessionCache
 from edge_node.store import meta
 from edge_node.store.checkpoint import Checkpointer
 from edge_node.store.db import StoreError, open_database
-from edge_node.store.keyfile import NodeKeys, load_key_file
+from edge_node.store.keyfile import NodeKeys, load_fleet_keys, load_key_file
 from edge_node.store.migrations import migrate
 from edge_node.store.writer import Writer
 from sync.changes import latest_hlc, register_clock
@@ -29,8 +30,10 @@ T = TypeVar("T")
 
 
 def load_keys(settings: Settings) -> NodeKeys:
-    """Read the key file (also needed when the DB itself is unencrypted, for PII)."""
-    return load_key_file(key_path(settings))
+    """Read the key file (also needed when the DB itself is unencrypted, for PII) and the
+    fleet index keys HQ sent (none before enrollment)."""
+    keys = load_key_file(key_path(settings))
+    return dataclasses.replace(keys, fleet=load_fleet_keys(fleet_key_path(settings)))
 
 
 class Node:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from certs.files import write_atomic
-from certs.layout import NODE_CERT
+from certs.layout import FLEET_KEY, NODE_CERT
 from edge_node.config import Settings
 
 DB_FILE_NAME = "node.db"
@@ -37,6 +37,11 @@ def key_path(settings: Settings) -> Path:
 def sync_dir(settings: Settings) -> Path:
     """The node's sync directory: the setting, or <data_dir>/sync."""
     return Path(settings["sync_dir"] or Path(settings["data_dir"]) / SYNC_DIR_NAME)
+
+
+def fleet_key_path(settings: Settings) -> Path:
+    """The fleet blind-index key file (sync/pii.py) inside the sync directory."""
+    return sync_dir(settings) / FLEET_KEY
 
 
 def is_enrolled(settings: Settings) -> bool:

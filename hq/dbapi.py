@@ -13,6 +13,7 @@ class Tx(Protocol):
     """An HQ store connection: SQL with `?` placeholders on either dialect."""
 
     dialect: str
+    pii_key: bytes | None  # HQ's PII field key (hq/pii.py); None: not configured
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement."""

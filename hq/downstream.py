@@ -1,10 +1,10 @@
 """HQ to node: queue downstream items per node and seal them for delivery.
 
 Items (catalog versions, staff accounts with password hashes only, application
-decisions, revocations) are queued per node with a per-node seq; broadcast
-items are fanned out to every enrolled node at enqueue time, so one acked
-mechanism carries both. Envelopes are signed by HQ and, when the node's HPKE
-key is known, encrypted to it.
+decisions, revocations, fleet index keys sealed to the node) are queued per
+node with a per-node seq; broadcast items are fanned out to every enrolled
+node at enqueue time, so one acked mechanism carries both. Envelopes are
+signed by HQ and, when the node's HPKE key is known, encrypted to it.
 
 The node's downstream ack says which seq it has applied, and HQ takes it as
 the truth about the node (`realign`): a node restored from a backup acks a
@@ -31,7 +31,7 @@ from hq.store import HQDatabase, utc_now
 from sync import envelope
 
 log = logging.getLogger(__name__)
-KINDS = ("catalog", "staff", "decision", "revocation", "certificate")
+KINDS = ("catalog", "staff", "decision", "revocation", "certificate", "fleet_key")
 MAX_ITEMS_PER_ENVELOPE = 200
 RESEND_FIRST_S = 20.0  # the same range again after 20 s, 40 s, 80 s … at most every
 RESEND_MAX_S = 600.0  # 10 minutes, however often the node writes in between
@@ -50,18 +50,25 @@ def enqueue(db: HQDatabase, kind: str, payload: Any, node_id: str | None = None)
         else:
             nodes = [node_id]
         for target in nodes:
-            row = tx.execute("SELECT down_seq FROM hq_nodes WHERE node_id = ?"
-                             + tx.lock_clause(), [target]).fetchone()
-            if row is None:
-                raise ValueError(f"unknown node {target}")
-            seq = int(row[0]) + 1
-            tx.execute("UPDATE hq_nodes SET down_seq = ? WHERE node_id = ?", [seq, target])
-            tx.execute("INSERT INTO hq_down (node_id, seq, kind, payload, created_at) "
-                       "VALUES (?, ?, ?, ?, ?)", [target, seq, kind, text, utc_now()])
+            queue_item(tx, target, kind, text)
         return len(nodes)
 
     result: int = db.retrying(run)
     return result
+
+
+def queue_item(tx: HQDatabase, node_id: str, kind: str, text: str) -> int:
+    """Queue one item (payload JSON `text`) for one node in the caller's transaction;
+    returns its downstream seq."""
+    row = tx.execute("SELECT down_seq FROM hq_nodes WHERE node_id = ?"
+                     + tx.lock_clause(), [node_id]).fetchone()
+    if row is None:
+        raise ValueError(f"unknown node {node_id}")
+    seq = int(row[0]) + 1
+    tx.execute("UPDATE hq_nodes SET down_seq = ? WHERE node_id = ?", [seq, node_id])
+    tx.execute("INSERT INTO hq_down (node_id, seq, kind, payload, created_at) "
+               "VALUES (?, ?, ?, ?, ?)", [node_id, seq, kind, text, utc_now()])
+    return seq
 
 
 def realign(tx: HQDatabase, node_id: str, node_down_seq: int, why: str) -> int:

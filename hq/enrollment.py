@@ -1,4 +1,8 @@
-"""HQ's half of enrollment and revocation: sign a node's request, register it, revoke it."""
+"""HQ's half of enrollment and revocation: sign a node's request, register it, revoke it.
+
+The bundle carries the current fleet blind-index key sealed to the node's HPKE key
+(hq/fleet_keys.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from certs import pki
 from certs.authority import Authority
 from certs.enroll import check_request, make_bundle
 from hq.downstream import enqueue
+from hq.fleet_keys import for_enrollment
 from hq.ingest import register_node
 from hq.store import HQDatabase
 
@@ -19,11 +24,13 @@ def sign_request(auth: Authority, db: HQDatabase, request: dict[str, Any], cente
     """Issue the node certificate, record the node at HQ and return the signed bundle."""
     csr = check_request(request, center_id)
     cert = auth.issue(csr)
-    register_node(db, str(request["node_id"]), center_id, pki.cert_pem(cert).decode(),
-                  str(request["hpke_public"]))
+    node_id, hpke_public = str(request["node_id"]), str(request["hpke_public"])
+    register_node(db, node_id, center_id, pki.cert_pem(cert).decode(), hpke_public)
+    fleet_key = db.retrying(lambda tx: for_enrollment(tx, node_id, hpke_public))
     return make_bundle(node_cert=cert, ca_cert=auth.ca_cert, hq_sign_cert=auth.sign_cert(),
                        hq_sign_key=auth.sign_key(), hq_hpke_public=auth.hpke_public_pem(),
-                       broker_host=broker_host, broker_port=broker_port, center_id=center_id)
+                       broker_host=broker_host, broker_port=broker_port, center_id=center_id,
+                       fleet_key=fleet_key)
 
 
 def revoke(auth: Authority, db: HQDatabase, node_id: str) -> int:

@@ -24,14 +24,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs.broker import NODE_ID
-from hq import projections, refusals, resume
+from hq import fleet_keys, projections, refusals, resume
+from hq import pii as hq_pii
 from hq.chain import index_audit_entry
 from hq.downstream import realign
 from hq.store import HQDatabase, utc_now
 from sync import envelope
 from sync.changes import OPS
 from sync.hlc import HLCError, Timestamp
-from sync.merge import State, merge, node_writes, policy_for
+from sync.merge import State, incoming_clocks, merge, node_writes, policy_for
+from sync.pii import PII_FIELDS, clear_problem
 
 log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_]{1,40}$")
@@ -275,6 +277,7 @@ class Ingest:
             tx.execute("UPDATE hq_nodes SET last_seen = ? WHERE node_id = ?",
                        [self.now(), node_id])
             refusals.record_refused(tx, node_id, refused, self.now())
+            fleet_keys.retire_acked(tx)
 
         self.db.retrying(run)
         return Outcome(node_id, down_acked=seq)
@@ -301,6 +304,9 @@ def _record_problem(record: Any, first: int, last: int, node_id: str) -> str | N
         return "record key invalid"
     if op not in OPS or not isinstance(record.get("data"), dict | None):
         return "record op or data invalid"
+    pii_problem = clear_problem(tbl, record.get("data"))
+    if pii_problem:
+        return pii_problem
     try:
         stamp = Timestamp.parse(record.get("hlc", ""))
     except HLCError:
@@ -341,8 +347,11 @@ def apply_record(tx: HQDatabase, node_id: str, record: dict[str, Any], now: str)
     row = tx.execute("SELECT state, origin FROM hq_records WHERE tbl = ? AND pk = ?"
                      + tx.lock_clause(), [tbl, pk]).fetchone()
     pol = policy_for(tbl)
-    state, conflicts = merge(State.from_json(row[0] if row else None), pol,
-                             record["op"], record["data"], record["hlc"])
+    data = hq_pii.protect(tx, tbl, record["data"])  # PII under HQ's key before it is stored
+    held = State.from_json(row[0] if row else None)
+    if data is not None and tbl in PII_FIELDS:
+        hq_pii.upgrade_legacy(held, tbl, data, incoming_clocks(data, record["hlc"], pol))
+    state, conflicts = merge(held, pol, record["op"], data, record["hlc"])
     visible = state.visible()
     state_json, row_json = state.to_json(), _dumps(visible)  # once: JSON is the cost
     newest = max([record["hlc"], *state.clocks.values()])

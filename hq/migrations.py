@@ -66,9 +66,30 @@ def _projections(tx: Tx) -> None:
     projections.rebuild(tx)
 
 
+FLEET_KEYS = (
+    """CREATE TABLE IF NOT EXISTS hq_fleet_keys (
+        version BIGINT PRIMARY KEY, key_enc TEXT, created_at TEXT NOT NULL, retired_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS hq_fleet_delivery (
+        node_id TEXT NOT NULL, version BIGINT NOT NULL, down_seq BIGINT NOT NULL,
+        PRIMARY KEY (node_id, version))""",
+    """CREATE TABLE IF NOT EXISTS hq_pii_reads (
+        id TEXT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, citizen_id TEXT NOT NULL,
+        purpose TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS hq_pii_reads_citizen ON hq_pii_reads (citizen_id, at)",
+)
+
+
+def _fleet_keys(tx: Tx) -> None:
+    """Fleet blind-index keys (wrapped under HQ's field key), their delivery to each node,
+    and the audit of HQ's reads of citizen data (hq/pii.py, hq/fleet_keys.py)."""
+    for ddl in FLEET_KEYS:
+        tx.execute(ddl)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
+    ("0003_fleet_keys", _fleet_keys),
 )
 
 

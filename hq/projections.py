@@ -3,8 +3,9 @@
 `hq_records` (tbl, pk → merge state and visible row as JSON) is the
 replication truth. Every record applied there is projected, in the same
 transaction, into `hq_<table>`: the node table's own columns, typed (INTEGER
-columns as BIGINT, everything else TEXT as it arrives — PII fields stay the
-opaque ciphertext the node sent, JSON lists stay JSON text), plus `center_id`
+columns as BIGINT, everything else TEXT as it arrives — PII fields are the
+ciphertext under HQ's field key (hq/pii.py), and `hq_citizens.cnic_index` is
+HQ's fleet index of the CNIC; JSON lists stay JSON text), plus `center_id`
 and `node_id` (the node that created the row, and its center) and
 `updated_hlc` (the newest clock of the merge state). A row deleted in the merge
 state leaves its projection. `rebuild` recreates every projection from the
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hq import pii
 from hq.dbapi import Tx
 
 ColumnType = Literal["text", "int"]
@@ -188,7 +190,8 @@ def project(tx: Tx, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | Non
         tx.execute(f"DELETE FROM {p.table} WHERE id = ?", [pk])
         return
     found = tx.execute("SELECT center_id FROM hq_nodes WHERE node_id = ?", [origin]).fetchone()
-    tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "", row, hlc))
+    tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "",
+                                     pii.project_row(tx, tbl, row), hlc))
 
 
 def _pages(tx: Tx, tbl: str) -> Iterator[list[Any]]:
@@ -224,8 +227,9 @@ def rebuild(tx: Tx, tables: list[str] | None = None,
         if progress:
             progress(name, done, total)
         for page in _pages(tx, name):
-            tx.executemany(upsert_sql(p), [values(p, pk, origin, center, json.loads(text), hlc)
-                                           for pk, origin, center, text, hlc in page])
+            tx.executemany(upsert_sql(p), [
+                values(p, pk, origin, center, pii.project_row(tx, name, json.loads(text)), hlc)
+                for pk, origin, center, text, hlc in page])
             done += len(page)
             if progress:
                 progress(name, done, total)

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlcipher3
 
 from certs.files import create_new
+from hq import pii
 from hq.migrations import migrate
 
 RETRIES = 8
@@ -52,9 +53,14 @@ class StoreError(RuntimeError):
 class HQDatabase:
     """One connection to the HQ store; use `transaction()` for every unit of work."""
 
-    def __init__(self, url: str) -> None:
-        """Open `postgresql://…`, `sqlite:///path` or a plain file path."""
+    def __init__(self, url: str, pii_key_file: Path | str | None = None) -> None:
+        """Open `postgresql://…`, `sqlite:///path` or a plain file path.
+
+        `pii_key_file`: HQ's PII field key (hq/pii.py); by default `<db>.pii.key`
+        beside a SQLite store, and EDGE_HQ_PII_KEY for PostgreSQL.
+        """
         self.url = url
+        self.pii_key: bytes | None = None
         self.dialect = "postgresql" if url.startswith(("postgresql://", "postgres://")) \
             else "sqlite"
         if self.dialect == "postgresql":
@@ -67,6 +73,25 @@ class HQDatabase:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
         migrate(self, utc_now)
+        self._open_pii_key(Path(pii_key_file) if pii_key_file else None)
+
+    def _open_pii_key(self, given: Path | None) -> None:
+        """Load (make on a store's first use) HQ's PII field key and check it is the store's."""
+        db_file = None if self.dialect == "postgresql" else \
+            Path(self.url.removeprefix("sqlite:///"))
+        path = given or pii.default_key_file(self.dialect, db_file)
+        if path is None:
+            return
+        try:
+            with self.transaction() as tx:
+                known = tx.execute("SELECT 1 FROM hq_meta WHERE key = ?",
+                                   [pii.KEY_ID_META]).fetchone()
+                key = pii.load_key(path, create=known is None)
+                pii.bind_key(tx, key, path)
+        except pii.PIIKeyError as exc:
+            self.conn.close()
+            raise StoreError(str(exc)) from exc
+        self.pii_key = key
 
     def _sql(self, sql: str) -> str:
         """Placeholders in the connection's style."""

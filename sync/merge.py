@@ -159,6 +159,11 @@ def _field_clocks(data: Mapping[str, Any], hlc: str,
     return clocks
 
 
+def incoming_clocks(data: Mapping[str, Any], hlc: str, pol: Policy) -> dict[str, str]:
+    """The clock each field of an incoming row carries (what `merge` compares)."""
+    return {name: clock for name, (clock, _) in _field_clocks(data, hlc, pol).items()}
+
+
 def _wins(pol: Policy, name: str, new: Any, new_clock: str, old: Any, old_clock: str) -> bool:
     """Whether the incoming value of one field replaces the stored one."""
     if pol.kind == "lattice" and name == pol.lattice_field:

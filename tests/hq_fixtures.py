@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ from tests.sync_env import SyncEnv
 from tests.tls_broker import TLSBroker
 
 PG_URL = os.environ.get("KHIDMAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# A PostgreSQL store takes HQ's PII field key from EDGE_HQ_PII_KEY (hq/pii.py): one key file
+# for this test session (each schema records the key's id on first use).
+os.environ.setdefault("EDGE_HQ_PII_KEY",
+                      str(Path(tempfile.mkdtemp(prefix="hq-pii-")) / "pii.key"))
 
 
 def postgres_url_with_schema() -> Iterator[str]:

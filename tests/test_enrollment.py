@@ -56,6 +56,50 @@ def test_enroll_round_trip(fleet: dict[str, Any]) -> None:
     assert (Path(fleet["data"]) / "sync" / "node.pem").exists()
 
 
+def test_bundle_carries_the_fleet_key_sealed_and_the_node_keeps_it(
+        fleet: dict[str, Any]) -> None:
+    """The bundle holds HQ's fleet index key sealed to the node's HPKE key (the key itself
+    appears nowhere in the file); install opens it into sync/fleet.key (0600), and a
+    citizen registered before enrollment is re-indexed under it, as HQ computes it."""
+    import stat
+
+    from edge_node.config import load_settings
+    from edge_node.domain import citizens
+    from edge_node.node import Node
+    from hq import pii as hq_pii
+    from hq.store import HQDatabase
+    from sync.pii import fleet_index
+
+    settings = load_settings(fleet["data"], environ={})
+    node = Node(settings)
+    try:
+        node.write(lambda db: citizens.register(
+            db, node.keys, cnic="35202-1234567-1", name="Ayesha", phone=None,
+            id_kind="cnic", actor={"id": "s1", "role": "reception"}, now=node.timestamp()))
+    finally:
+        node.close()
+    assert sign(fleet).exit_code == 0
+    db = HQDatabase(fleet["db"])
+    current = hq_pii.current_fleet(db)
+    db.close()
+    assert current is not None
+    text = (fleet["tmp"] / "bundle.json").read_text()
+    assert json.loads(text)["fleet_key"]["version"] == current[0]
+    assert current[1].hex() not in text
+    result = install(fleet)
+    assert result.exit_code == 0, result.output
+    assert "fleet index key version 1 installed; 1 citizens re-indexed" in result.output
+    key_file = Path(fleet["data"]) / "sync" / "fleet.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    node = Node(settings)
+    try:
+        assert node.keys.fleet == ((current[0], current[1]),)
+        assert node.reader().execute("SELECT cnic_index FROM citizens").fetchone()[0] == \
+            fleet_index(*current, "35202-1234567-1")
+    finally:
+        node.close()
+
+
 def test_request_for_another_center_is_refused(fleet: dict[str, Any]) -> None:
     """HQ signs only for the center the request names."""
     result = sign(fleet, center="LHR-02")

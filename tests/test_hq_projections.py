@@ -14,10 +14,12 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
+from edge_node.domain import pii as node_pii
 from edge_node.node import Node
 from edge_node.replication.port import NodeOutbox
 from edge_node.store.schema import SYNCED_TABLES
 from hq import migrations
+from hq import pii as hq_pii
 from hq.bundles import import_bundle
 from hq.cli.main import main as hq_cli
 from hq.ingest import Ingest
@@ -25,6 +27,7 @@ from hq.projections import PROJECTIONS, Projection, rebuild
 from hq.store import HQDatabase, open_sqlcipher
 from sync import bundle
 from sync.merge import FIELD_CLOCKS
+from sync.pii import PII_FIELDS
 from tests.helpers import DGIP, NADRA, Headers, call_and_complete, call_next, ok, open_counter
 from tests.sync_env import SyncEnv
 from tests.test_hq_ingest import HQ_KEY, hlc, make_node
@@ -133,9 +136,20 @@ def test_projections_equal_the_merge_state_after_sync(synced: HQDatabase, node: 
             visible, clock = state[pk]
             assert row == {**visible, "center_id": center, "node_id": node.node_id,
                            "updated_hlc": clock}, (name, pk)
-            # HQ's merge restates citizens' field clocks in its own form; all else as sent
-            assert {k: v for k, v in row.items() if k != FIELD_CLOCKS and k in mine[pk]} == \
-                {k: v for k, v in mine[pk].items() if k != FIELD_CLOCKS}, (name, pk)
+            # HQ's merge restates citizens' field clocks in its own form, PII is under HQ's
+            # field key (the same values once decrypted at each end); all else as sent
+            secret = PII_FIELDS.get(name, ())
+            assert {k: v for k, v in row.items() if k != FIELD_CLOCKS and k in mine[pk]
+                    and k not in secret} == \
+                {k: v for k, v in mine[pk].items() if k != FIELD_CLOCKS and k not in secret}, \
+                (name, pk)
+            for column in secret:
+                assert (row[column] is None) == (mine[pk][column] is None), (name, column)
+                if row[column] is not None:
+                    assert row[column].startswith(hq_pii.PREFIX)
+                    assert hq_pii.decrypt(hq_pii.field_key(synced), name, column,
+                                          row[column]) == \
+                        node_pii.decrypt(node.keys, name, column, mine[pk][column])
     counts = {name: len(rows) for name, rows in snapshot(synced).items()}
     assert all(counts[t] for t in ("citizens", "visits", "tickets", "ticket_services",
                                    "ticket_events", "counters", "applications", "feedback",
@@ -252,7 +266,7 @@ def test_an_old_store_upgrades(synced: HQDatabase, env: SyncEnv) -> None:
     drop_projections(synced)
     reopened = HQDatabase(env.hq_url)
     try:
-        assert migrations.applied(reopened) == ["0001_initial", "0002_projections"]
+        assert migrations.applied(reopened) == [name for name, _ in migrations.MIGRATIONS]
         assert snapshot(reopened) == before
     finally:
         reopened.close()

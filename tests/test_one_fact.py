@@ -52,6 +52,7 @@ FILE_NAMES = {
     "backups": {"edge_node/paths.py"},
     "node.pem": {"certs/layout.py"},
     "node-hpke.key": {"certs/layout.py"},
+    "fleet.key": {"certs/layout.py"},
     "ca.pem": {"certs/layout.py"},
     "crl.pem": {"certs/layout.py"},
 }

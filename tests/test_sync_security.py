@@ -17,6 +17,9 @@ from edge_node import __version__
 from edge_node.domain import citizens
 from edge_node.node import Node
 from edge_node.replication.port import NodeOutbox
+from hq import fleet_keys
+from hq import pii as hq_pii
+from hq.store import HQDatabase, utc_now
 from hq.worker import Worker
 from sync import topics
 from sync.agent import Agent
@@ -184,17 +187,31 @@ def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> N
     node.write(lambda db: citizens.register(db, node.keys, cnic=CNIC, name=NAME, phone=PHONE,
                                             id_kind="cnic", actor=actor, now=node.timestamp()))
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
+    db = HQDatabase(hq_url)
+    fleet_keys.distribute(db)  # the fleet index key goes down sealed; the node re-indexes
+    fleet = hq_pii.current_fleet(db)
+    db.close()
+    assert fleet is not None
     worker = Worker(hq_url, env.hq, "localhost", broker.hq_port)
     worker.start()
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()
     try:
+        wait_for(lambda: bool(node.keys.fleet), 60, "the fleet key to reach the node")
         wait_for(lambda: NodeOutbox(node).stats()["count"] == 0, 60, "sync")
-        wait_for(lambda: len(admin.messages) >= 3, 10,  # batch, ack and status were all seen
-                 "the admin to see the batch, the ack and the status")
+        wait_for(lambda: len(admin.messages) >= 5, 10,  # batches, acks, down and status
+                 "the admin to see the batches, acks, the downstream and the status")
         wire = b"".join(payload for _, payload in admin.messages)
-        for secret in (CNIC, CNIC.replace("-", ""), NAME, PHONE, PHONE[1:], "Zainab"):
-            assert secret.encode() not in wire, secret
+        for secret in (CNIC, CNIC.replace("-", ""), NAME, PHONE, PHONE[1:], "Zainab",
+                       fleet[1].hex(), fleet[1]):
+            assert (secret if isinstance(secret, bytes) else secret.encode()) not in wire
+        db = HQDatabase(hq_url)
+        try:  # what crossed the wire sealed reached HQ whole, under HQ's key
+            seen = hq_pii.read_citizen(db, "auditor", "wiretap test", cnic=CNIC,
+                                       now=utc_now())
+            assert (seen["name"], seen["phone"]) == (NAME, "+92" + PHONE[1:])
+        finally:
+            db.close()
     finally:
         agent.stop()
         worker.stop()

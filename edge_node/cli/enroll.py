@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from certs.layout import NODE_CERT, NODE_KEY
 from edge_node.cli.common import opened_node
 from edge_node.node import Node
 from edge_node.paths import exported_through, sync_dir
+from edge_node.replication.fleet_key import install_fleet_key, open_sealed
 from edge_node.replication.port import NodeOutbox
 
 
@@ -61,8 +63,25 @@ def enroll_install(ctx: click.Context, bundle: str, ca_fingerprint: str) -> None
                            ca_fingerprint, node.node_id)
         except EnrollError as exc:
             raise click.ClickException(f"bundle refused: {exc}") from exc
+        moved = _install_fleet_key(node, read_json(Path(bundle), "enrollment bundle"))
     click.echo(f"enrolled: node {node.node_id}, certificate valid until "
                f"{cert.not_valid_after_utc:%Y-%m-%d}")
+    if moved is not None:
+        click.echo(f"fleet index key version {moved[0]} installed; "
+                   f"{moved[1]} citizens re-indexed")
+
+
+def _install_fleet_key(node: Node, bundle: dict[str, Any]) -> tuple[int, int] | None:
+    """Open the bundle's sealed fleet key and re-index the citizens: (version, re-indexed),
+    or None for a bundle from an HQ without fleet keys (they come downstream later)."""
+    if "fleet_key" not in bundle:
+        return None
+    try:
+        version, key = open_sealed(node, bundle["fleet_key"])
+    except ValueError as exc:
+        raise click.ClickException(f"bundle installed, but its fleet key is unusable: {exc}"
+                                   ) from exc
+    return version, node.write(lambda db: install_fleet_key(db, node, version, key))
 
 
 def _refuse_if_unsynced(node: Node, directory: Path) -> None:

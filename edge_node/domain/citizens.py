@@ -186,10 +186,10 @@ def register(db: Database, keys: NodeKeys, *, cnic: str, name: str, phone: str |
         errors.append(f"id_kind: must be one of {', '.join(ID_KINDS)}")
     _raise_collected(errors)
     assert identity is not None and clean_name is not None
-    index = pii.blind_index(keys, identity.text)
-    existing = db.execute("SELECT id FROM citizens WHERE cnic_index = ?", [index]).fetchone()
+    index = pii.cnic_index(keys, identity.text)
+    existing = _by_index(db, pii.cnic_index_candidates(keys, identity.text))
     if existing:
-        raise ConflictError(f"a citizen with this CNIC is registered already: {existing[0]}")
+        raise ConflictError(f"a citizen with this CNIC is registered already: {existing['id']}")
     row = {
         "id": new_id(), "cnic_index": index,
         "cnic_enc": pii.encrypt(keys, TABLE, "cnic_enc", identity.text),
@@ -210,11 +210,40 @@ def get_citizen(db: Database, keys: NodeKeys, citizen_id: str) -> dict[str, Any]
 
 def lookup(db: Database, keys: NodeKeys, cnic: str) -> dict[str, Any]:
     """Find a citizen by CNIC through the blind index only."""
-    index = pii.blind_index(keys, parse_cnic(cnic).text)
-    rows = list(db.query("SELECT * FROM citizens WHERE cnic_index = ?", [index]))
-    if not rows:
+    found = _by_index(db, pii.cnic_index_candidates(keys, parse_cnic(cnic).text))
+    if found is None:
         raise NotFoundError("no citizen is registered with this CNIC")
-    return reveal(keys, rows[0])
+    return reveal(keys, found)
+
+
+def _by_index(db: Database, indexes: list[str]) -> dict[str, Any] | None:
+    """The citizen stored under any of `indexes` (the first key that finds one), or None."""
+    for index in indexes:
+        rows = list(db.query("SELECT * FROM citizens WHERE cnic_index = ?", [index]))
+        if rows:
+            return rows[0]
+    return None
+
+
+def reindex(db: Database, keys: NodeKeys, now: str) -> int:
+    """Store every citizen's CNIC index under the newest key (writer); returns how many moved.
+
+    Each changed row is captured like any edit (the `cnic_index` field clock
+    moves), so HQ receives the re-indexed rows. One audit entry with the count.
+    """
+    moved = 0
+    for row in list(db.query("SELECT id, cnic_enc, cnic_index, field_hlc FROM citizens")):
+        index = pii.cnic_index(keys, pii.decrypt(keys, TABLE, "cnic_enc", row["cnic_enc"]))
+        if index == row["cnic_index"]:
+            continue
+        clocks = stamp_fields(db, row["field_hlc"], ["cnic_index"])
+        db.table(TABLE).update(row["id"], {"cnic_index": index, "field_hlc": clocks})
+        moved += 1
+    if moved:
+        current = keys.fleet_current
+        audit.append(db, None, "citizen.reindex", "citizen", "*", now,
+                     {"count": moved, "fleet_version": current[0] if current else None})
+    return moved
 
 
 def update(db: Database, keys: NodeKeys, citizen_id: str, *, name: str | None,

@@ -1,11 +1,12 @@
 """Downstream items from HQ: one handler per kind, and the refusals the node keeps.
 
 HQ sends catalog versions, staff accounts (hashes only), application
-decisions, revocations and renewed certificates. Each handler is idempotent
-and runs in a savepoint: an item the node will not apply changes nothing and
-is kept as a refusal (reason code, text without PII) for the down ack.
-NodeOutbox.apply_down (port.py) calls `apply_item` and `record_refusal` in the
-transaction that records the downstream seq.
+decisions, revocations, renewed certificates and fleet index keys
+(fleet_key.py). Each handler is idempotent and runs in a savepoint: an item
+the node will not apply changes nothing and is kept as a refusal (reason code,
+text without PII) for the down ack. NodeOutbox.apply_down (port.py) calls
+`apply_item` and `record_refusal` in the transaction that records the
+downstream seq.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edge_node.domain.catalog import apply_catalog, check_catalog
 from edge_node.errors import EdgeError
 from edge_node.node import Node
 from edge_node.paths import sync_dir
+from edge_node.replication.fleet_key import apply_fleet_key
 from edge_node.store import meta
 from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
 from sync.identity import load_cert, load_ec_key
@@ -171,4 +173,5 @@ def _certificate(db: Database, payload: Any, node: Node) -> None:
 
 
 HANDLERS = {"catalog": _catalog, "staff": _staff, "decision": _decision,
-            "revocation": _revocation, "certificate": _certificate}
+            "revocation": _revocation, "certificate": _certificate,
+            "fleet_key": apply_fleet_key}

@@ -19,6 +19,7 @@ from sqlite_utils import Database
 
 from edge_node.config import Settings
 from edge_node.domain import audit, epoch
+from edge_node.domain.pii import clear_for_envelope
 from edge_node.ids import parse_iso
 from edge_node.node import Node
 from edge_node.paths import is_enrolled, note_exported, sync_dir
@@ -45,10 +46,15 @@ class NodeOutbox:
         return meta.get_int(self.node.reader(), meta.ACKED_KEY)
 
     def pending(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """Unsent records after `after_seq`; after a restore only the restored ones."""
-        point = self.restore_point()
+        """Unsent records after `after_seq`; after a restore only the restored ones.
+
+        They are about to be sealed to HQ (agent, export bundle): PII fields are
+        decrypted into the clear wire form here, in memory only (domain/pii.py).
+        """
+        point, keys = self.restore_point(), self.node.keys
         return [{"seq": c.seq, "hlc": c.hlc, "tbl": c.table, "pk": c.pk, "op": c.op,
-                 "data": c.data} for c in iter_changes(self.node.reader().conn, after_seq, limit)
+                 "data": clear_for_envelope(keys, c.table, c.data)}
+                for c in iter_changes(self.node.reader().conn, after_seq, limit)
                 if point is None or c.seq <= point[0]]
 
     def mark_acked(self, seq: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,13 +23,16 @@ import click
 
 from hq.bundles import import_bundle
 from hq.chain import verify_chain
+from hq.cli.citizens import citizen, fleet_key
 from hq.cli.common import open_store
 from hq.cli.pki import broker_config, ca, node
 from hq.downstream import enqueue
 from hq.fleet import conflict_rows, fleet, quarantine_rows
+from hq.pii import ENV_KEY_FILE
 from hq.projections import PROJECTIONS, rebuild
 from hq.refusals import refused_rows
 from hq.resume import restores_in_chain
+from hq.store import StoreError
 from hq.worker import Worker
 from sync.bundle import BundleError
 from sync.identity import IdentityError, load_hq_identity
@@ -52,12 +56,18 @@ def _print(rows: Any, as_json: bool) -> None:
                                "auto_envvar_prefix": "EDGE_HQ"})
 @click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, envvar="EDGE_HQ_DB",
               help="HQ store: a SQLite path or postgresql://…")
+@click.option("--pii-key", "pii_key", type=click.Path(dir_okay=False), default=None,
+              envvar="EDGE_HQ_PII_KEY",
+              help="HQ's PII field key file (0600; made on first use). Needed for a "
+                   "PostgreSQL store; a SQLite store keeps <db>.pii.key beside it.")
 @click.pass_context
-def main(ctx: click.Context, db_url: str) -> None:
+def main(ctx: click.Context, db_url: str, pii_key: str | None) -> None:
     """Khidmat Edge headquarters: receive every record once, watch the fleet.
 
-    Example: edge-hq --db postgresql://hq@db/hq serve --broker mqtt.hq.local:8883
+    Example: edge-hq --db postgresql://hq@db/hq --pii-key /etc/edge-hq/pii.key serve
     """
+    if pii_key:  # every store this process opens (workers too) finds it there
+        os.environ[ENV_KEY_FILE] = pii_key
     ctx.obj = {"db": db_url}
 
 
@@ -82,8 +92,11 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
         identity = load_hq_identity(Path(keys_dir))
         pool = [Worker(ctx.obj["db"], identity, host or "localhost", int(port),
                        f"{worker_id}-{i + 1}") for i in range(workers)]
-    except (IdentityError, ValueError) as exc:
+    except (IdentityError, ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if any(w.db.pii_key is None for w in pool):  # citizens' data could not be stored
+        raise click.ClickException("no PII field key for this store: give --pii-key FILE "
+                                   "(EDGE_HQ_PII_KEY)")
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -348,5 +361,5 @@ def publish_decision(ctx: click.Context, reference: str, status: str, node: str)
     _enqueue(ctx, "decision", {"reference": reference, "status": status}, node)
 
 
-for command in (ca, node, broker_config):
+for command in (ca, node, broker_config, citizen, fleet_key):
     main.add_command(command)

@@ -1,0 +1,144 @@
+"""`edge-hq citizen show|reads` and `edge-hq fleet-key rotate|distribute|status|retire`:
+HQ's audited reads of citizen data and the fleet blind-index key (hq/pii.py,
+hq/fleet_keys.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from hq import fleet_keys
+from hq import pii as hq_pii
+from hq.cli.common import open_store
+from hq.store import utc_now
+from sync.pii import normalise_cnic
+
+
+def _echo(data: Any, as_json: bool) -> None:
+    """JSON, or one `key=value` line per row."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for row in data if isinstance(data, list) else [data]:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@click.group("citizen")
+def citizen() -> None:
+    """Read a citizen's data at HQ (every read is audited)."""
+
+
+@citizen.command("show")
+@click.option("--cnic", default=None, help="CNIC, with or without dashes.")
+@click.option("--id", "citizen_id", default=None, help="Citizen id (as the node made it).")
+@click.option("--actor", required=True, help="Who reads (recorded in the audit).")
+@click.option("--purpose", required=True, help="Why (recorded in the audit).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx: click.Context, cnic: str | None, citizen_id: str | None, actor: str,
+         purpose: str, as_json: bool) -> None:
+    """Decrypt one citizen's CNIC, name and phone; records who, when, which and why.
+
+    Example: edge-hq citizen show --cnic 35202-1234567-1 --actor amina --purpose "case 42"
+    """
+    if (cnic is None) == (citizen_id is None):
+        raise click.ClickException("give exactly one of --cnic and --id")
+    if cnic is not None:
+        try:
+            cnic = normalise_cnic(cnic.strip())
+        except ValueError as exc:
+            raise click.ClickException("--cnic: must be a CNIC of 13 digits, "
+                                       "XXXXX-XXXXXXX-X") from exc
+    db = open_store(ctx.obj["db"])
+    try:
+        found = hq_pii.read_citizen(db, actor, purpose, citizen_id=citizen_id, cnic=cnic,
+                                    now=utc_now())
+    except (LookupError, ValueError, hq_pii.PIIKeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    _echo(found, as_json)
+
+
+@citizen.command("reads")
+@click.option("--id", "citizen_id", default=None, help="Only the reads of this citizen.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def reads_cmd(ctx: click.Context, citizen_id: str | None, as_json: bool) -> None:
+    """The audit of HQ's reads of citizen data, newest first.
+
+    Example: edge-hq citizen reads --id 01a2372d-6eed-79d1-a6e1-23d6084ed606
+    """
+    db = open_store(ctx.obj["db"])
+    try:
+        _echo(hq_pii.reads(db, citizen_id), as_json)
+    finally:
+        db.close()
+
+
+@click.group("fleet-key")
+def fleet_key() -> None:
+    """The fleet blind-index key: rotate it, deliver it, retire old versions."""
+
+
+def _run(ctx: click.Context, action: Any) -> Any:
+    """Run one fleet-key action on the store, with one-line errors."""
+    db = open_store(ctx.obj["db"])
+    try:
+        return action(db)
+    except hq_pii.PIIKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+
+
+@fleet_key.command("rotate")
+@click.pass_context
+def rotate(ctx: click.Context) -> None:
+    """Make the next version, queue it to every node, re-index HQ's citizens under it.
+
+    Example: edge-hq fleet-key rotate
+    """
+    done = _run(ctx, fleet_keys.rotate)
+    click.echo(f"fleet key version {done['version']}: queued to {done['queued']} nodes, "
+               f"{done['reindexed']} citizens re-indexed at HQ; older versions are retired "
+               "when every node has acknowledged it (edge-hq fleet-key status)")
+
+
+@fleet_key.command("distribute")
+@click.pass_context
+def distribute(ctx: click.Context) -> None:
+    """Queue the current version (made if none) to nodes that do not have it yet (after
+    upgrading HQ: nodes enrolled before fleet keys).
+
+    Example: edge-hq fleet-key distribute
+    """
+    done = _run(ctx, fleet_keys.distribute)
+    click.echo(f"fleet key version {done['version']}: queued to {done['queued']} nodes")
+
+
+@fleet_key.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Each version: when made, when retired, which nodes have not acknowledged it.
+
+    Example: edge-hq fleet-key status
+    """
+    rows = _run(ctx, fleet_keys.status)
+    _echo([{**r, "pending": ",".join(r["pending"]) or "-"} for r in rows]
+          if not as_json else rows, as_json)
+
+
+@fleet_key.command("retire")
+@click.pass_context
+def retire(ctx: click.Context) -> None:
+    """Retire older versions now if every node has acknowledged the current one (this also
+    happens on each downstream ack).
+
+    Example: edge-hq fleet-key retire
+    """
+    retired = _run(ctx, lambda db: db.retrying(fleet_keys.retire_acked))
+    click.echo(f"retired versions: {', '.join(map(str, retired)) or 'none'}")
