@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from hq.migrations import DECISION_INSERT, decision_row
 from hq.store import HQDatabase, utc_now
 from sync import envelope
 
@@ -41,27 +42,30 @@ def enqueue(db: HQDatabase, kind: str, payload: Any, node_id: str | None = None)
     """Queue an item for one node, or for every node when `node_id` is None; returns count."""
     if kind not in KINDS:
         raise ValueError(f"unknown downstream kind {kind!r}")
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-
-    def run(tx: HQDatabase) -> int:
-        if node_id is None:
-            nodes = [r[0] for r in tx.execute(
-                "SELECT node_id FROM hq_nodes WHERE revoked = 0 ORDER BY node_id").fetchall()]
-        else:
-            nodes = [node_id]
-        for target in nodes:
-            row = tx.execute("SELECT down_seq FROM hq_nodes WHERE node_id = ?"
-                             + tx.lock_clause(), [target]).fetchone()
-            if row is None:
-                raise ValueError(f"unknown node {target}")
-            seq = int(row[0]) + 1
-            tx.execute("UPDATE hq_nodes SET down_seq = ? WHERE node_id = ?", [seq, target])
-            tx.execute("INSERT INTO hq_down (node_id, seq, kind, payload, created_at) "
-                       "VALUES (?, ?, ?, ?, ?)", [target, seq, kind, text, utc_now()])
-        return len(nodes)
-
-    result: int = db.retrying(run)
+    result: int = db.retrying(lambda tx: enqueue_in(tx, kind, payload, node_id))
     return result
+
+
+def enqueue_in(tx: HQDatabase, kind: str, payload: Any, node_id: str | None) -> int:
+    """`enqueue` in the caller's transaction; a decision is also kept by reference."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    if node_id is None:
+        nodes = [r[0] for r in tx.execute(
+            "SELECT node_id FROM hq_nodes WHERE revoked = 0 ORDER BY node_id").fetchall()]
+    else:
+        nodes = [node_id]
+    for target in nodes:
+        row = tx.execute("SELECT down_seq FROM hq_nodes WHERE node_id = ?"
+                         + tx.lock_clause(), [target]).fetchone()
+        if row is None:
+            raise ValueError(f"unknown node {target}")
+        seq, now = int(row[0]) + 1, utc_now()
+        tx.execute("UPDATE hq_nodes SET down_seq = ? WHERE node_id = ?", [seq, target])
+        tx.execute("INSERT INTO hq_down (node_id, seq, kind, payload, created_at) "
+                   "VALUES (?, ?, ?, ?, ?)", [target, seq, kind, text, now])
+        if kind == "decision":
+            tx.execute(DECISION_INSERT, decision_row(target, seq, payload, now))
+    return len(nodes)
 
 
 def realign(tx: HQDatabase, node_id: str, node_down_seq: int, why: str) -> int:

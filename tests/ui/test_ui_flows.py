@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from edge_node.domain import applications, counters, queue
 from edge_node.node import Node
 from local_ui.views.kiosk import normalise_number
+from tests.helpers import decide
 from tests.ui.conftest import token_of
 from tests.ui.test_ui_guards import make_ticket
 
@@ -95,7 +96,10 @@ def test_application_opened_then_handed_over(ui_client: Client, node: Node) -> N
     refused = post(operator, f"/applications/{created['id']}/status", status="ready")
     assert "Not done" in operator.get(refused.location).get_data(as_text=True)
     supervisor = ui_client("supervisor")
-    post(supervisor, f"/applications/{created['id']}/status", status="ready")
+    refused = post(supervisor, f"/applications/{created['id']}/status", status="ready")
+    assert "back office" in supervisor.get(refused.location).get_data(as_text=True)
+    assert applications.get_application(node.reader(), created["id"])["status"] == "submitted"
+    assert decide(node, created["reference"], "ready") is None  # the decision, from HQ
     page = operator.get("/applications?status=ready").get_data(as_text=True)
     assert "Handed over" in page
     post(operator, f"/applications/{created['id']}/status", status="collected")
