@@ -133,6 +133,7 @@ def test_stored_status_never_lowers_rank(node: Node, attempts: list[str]) -> Non
     for new in attempts:
         before = _stored_status(node, app_id)
         now = node.timestamp()
+        step: Callable[[Any], Any]
         if new in applications.CENTER_STATUSES:
             step = functools.partial(applications.set_status, application_id=app_id,
                                      status=new, note=None, actor=actor, now=now)
