@@ -226,7 +226,7 @@ def test_node_refuses_decisions_off_the_contract(node: Node, payload: dict[str, 
                                                  reason: str) -> None:
     """The node checks the same contract as HQ: refused with a reason code, nothing changed."""
     ref = new_application(node, "in_review")
-    refusal = decide(node, ref, payload["status"], payload.get("reason"))  # type: ignore[arg-type]
+    refusal = decide(node, ref, payload["status"], payload.get("reason"))
     assert refusal is not None and refusal["reason"] == reason
     assert node_status(node, ref) == ("in_review", None)
 
