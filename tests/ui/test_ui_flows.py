@@ -75,7 +75,8 @@ def test_operator_actions(ui_client: Client, node: Node) -> None:
 
 
 def test_application_opened_then_handed_over(ui_client: Client, node: Node) -> None:
-    """The operator opens it; the supervisor marks it ready; the operator hands it over."""
+    """The operator opens it; the supervisor cannot mark it ready (the back office does,
+    through HQ); once ready the operator hands it over."""
     ticket, _ = served_ticket(node)
     operator = ui_client("operator")
     form = operator.get(f"/applications/new?ticket={ticket['id']}").get_data(as_text=True)
