@@ -310,10 +310,13 @@ class Publisher:
         self._to_all("staff", staff_id, False)
 
     def _free_application(self) -> tuple[Unit, str] | None:
-        """An acknowledged application no decision named yet, at a random node."""
+        """An acknowledged application that HQ holds and no decision named yet, at a random
+        node."""
         choices = [(unit, key.split()[0]) for unit in self.fleet.units.values()
                    for key in list(self.fleet.apps[unit.name].acked)]
-        choices = [(unit, ref) for unit, ref in choices if ref not in self._used]
+        with closing(HQDatabase(self.env.hq_url)) as hq:  # HQ decides on what it holds
+            known = {r[0] for r in hq.execute("SELECT reference FROM hq_applications")}
+        choices = [(unit, ref) for unit, ref in choices if ref not in self._used and ref in known]
         return self.rng.choice(choices) if choices else None
 
     def _decision(self) -> None:
