@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from hq.migrations import DECISION_INSERT, decision_row
 from hq.store import HQDatabase, utc_now
 from sync import envelope
 
@@ -41,20 +42,23 @@ def enqueue(db: HQDatabase, kind: str, payload: Any, node_id: str | None = None)
     """Queue an item for one node, or for every node when `node_id` is None; returns count."""
     if kind not in KINDS:
         raise ValueError(f"unknown downstream kind {kind!r}")
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-
-    def run(tx: HQDatabase) -> int:
-        if node_id is None:
-            nodes = [r[0] for r in tx.execute(
-                "SELECT node_id FROM hq_nodes WHERE revoked = 0 ORDER BY node_id").fetchall()]
-        else:
-            nodes = [node_id]
-        for target in nodes:
-            queue_item(tx, target, kind, text)
-        return len(nodes)
-
-    result: int = db.retrying(run)
+    result: int = db.retrying(lambda tx: enqueue_in(tx, kind, payload, node_id))
     return result
+
+
+def enqueue_in(tx: HQDatabase, kind: str, payload: Any, node_id: str | None) -> int:
+    """`enqueue` in the caller's transaction; a decision is also kept by reference."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    if node_id is None:
+        nodes = [r[0] for r in tx.execute(
+            "SELECT node_id FROM hq_nodes WHERE revoked = 0 ORDER BY node_id").fetchall()]
+    else:
+        nodes = [node_id]
+    for target in nodes:
+        seq = queue_item(tx, target, kind, text)
+        if kind == "decision":
+            tx.execute(DECISION_INSERT, decision_row(target, seq, payload, utc_now()))
+    return len(nodes)
 
 
 def queue_item(tx: HQDatabase, node_id: str, kind: str, text: str) -> int:

@@ -11,6 +11,7 @@ migrations were recorded (the old list of CREATE TABLE IF NOT EXISTS) upgrades:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from hq import projections
@@ -86,10 +87,49 @@ def _fleet_keys(tx: Tx) -> None:
         tx.execute(ddl)
 
 
+DECISIONS = (
+    """CREATE TABLE IF NOT EXISTS hq_decisions (
+        node_id TEXT NOT NULL, seq BIGINT NOT NULL, reference TEXT NOT NULL,
+        status TEXT NOT NULL, reason TEXT, created_at TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq))""",
+    "CREATE INDEX IF NOT EXISTS hq_decisions_reference ON hq_decisions (reference)",
+    "CREATE INDEX IF NOT EXISTS hq_decisions_created ON hq_decisions (created_at)",
+)
+
+
+DECISION_INSERT = ("INSERT INTO hq_decisions (node_id, seq, reference, status, reason, "
+                   "created_at) VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def decision_row(node_id: str, seq: int, payload: object, created_at: str) -> list[object]:
+    """One hq_decisions row of a queued decision (a malformed payload kept as text)."""
+    data = payload if isinstance(payload, dict) else {}
+    reason = data.get("reason")
+    return [node_id, seq, str(data.get("reference"))[:200], str(data.get("status"))[:40],
+            reason if isinstance(reason, str) else None, created_at]
+
+
+def _decisions(tx: Tx) -> None:
+    """Decisions by reference (what HQ checks before sending and `edge-hq decisions` lists),
+    filled from the decisions already queued; application projections gain the reason."""
+    for ddl in DECISIONS:
+        tx.execute(ddl)
+    rows = tx.execute("SELECT node_id, seq, payload, created_at FROM hq_down "
+                      "WHERE kind = 'decision'").fetchall()
+    if rows:
+        tx.executemany(DECISION_INSERT + " ON CONFLICT (node_id, seq) DO NOTHING",
+                       [decision_row(n, seq, json.loads(p), at) for n, seq, p, at in rows])
+    tx.execute(f"DROP TABLE IF EXISTS {projections.PROJECTIONS['applications'].table}")
+    for ddl in projections.ddl():
+        tx.execute(ddl)
+    projections.rebuild(tx, ["applications"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
     ("0003_fleet_keys", _fleet_keys),
+    ("0004_decisions", _decisions),
 )
 
 

@@ -57,6 +57,16 @@ class Policy:
 APPLICATION_STATUSES = ("submitted", "in_review", "ready", "rejected", "collected")
 APPLICATION_RANKS: Mapping[str, int] = MappingProxyType(
     {"submitted": 0, "in_review": 1, "ready": 2, "rejected": 2, "collected": 3})
+# Who may set each application status (DESIGN.md "Decisions"): the center (the node's own
+# API and screens) or the agency back office, whose decision reaches the node through HQ.
+# Both ends enforce it: the node refuses a center move to a back-office status and a
+# downstream decision to a center status; HQ refuses to send a decision it could not apply.
+CENTER, BACK_OFFICE = "center", "back_office"
+APPLICATION_STATUS_SETTERS: Mapping[str, str] = MappingProxyType({
+    "submitted": CENTER, "in_review": CENTER, "ready": BACK_OFFICE, "rejected": BACK_OFFICE,
+    "collected": CENTER})
+REASON_REQUIRED = frozenset({"rejected"})  # a back-office decision that must say why
+DECISION_REASON_MAX = 300  # characters of a decision's reason (shown and printed at the center)
 POLICIES: dict[str, Policy] = {
     "citizens": Policy("field_lww", cross_node_writable=True),
     "applications": Policy("lattice", "status", APPLICATION_RANKS),
@@ -70,6 +80,28 @@ NODE_WRITABLE: frozenset[str] = frozenset({
     "applications", "feedback", "volunteers", "volunteer_shifts", "audit_log",
     "kpi_snapshots",
 })
+
+
+def decision_problem(status: Any, reason: Any) -> tuple[str, str] | None:
+    """Why a back-office decision (status, reason) is not acceptable: (code, text), or None.
+
+    The status must be one the back office sets; a reason, when given, is 1 to
+    DECISION_REASON_MAX printable characters; REASON_REQUIRED statuses need one.
+    The text quotes no reason (it may name a person).
+    """
+    if status not in APPLICATION_STATUS_SETTERS:
+        return "unknown_status", f"status must be one of {', '.join(APPLICATION_STATUSES)}"
+    if APPLICATION_STATUS_SETTERS[status] != BACK_OFFICE:
+        return "center_status", f"{status} is set by the center, not by a back-office decision"
+    if reason is None:
+        if status in REASON_REQUIRED:
+            return "missing_reason", f"a {status} decision needs a reason"
+        return None
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > DECISION_REASON_MAX \
+            or not reason.isprintable():
+        return "bad_reason", (f"a reason must be 1 to {DECISION_REASON_MAX} printable "
+                              "characters on one line")
+    return None
 
 
 def policy_for(table: str) -> Policy:

@@ -192,3 +192,21 @@ def call_and_complete(client: FlaskClient, headers: Headers, counter: str) -> di
     assert called is not None, "nothing to call"
     done: dict[str, Any] = ok(act(client, headers, called["id"], "complete"))
     return done
+
+
+def decide(node: Node, reference: str, status: str, reason: str | None = None
+           ) -> dict[str, Any] | None:
+    """A back-office decision reaching the node from HQ (the real downstream path, next seq).
+
+    Returns the node's refusal of it (seq, kind, reason, detail), or None when applied.
+    """
+    from edge_node.replication.downstream import refusals
+    from edge_node.replication.port import NodeOutbox
+
+    port = NodeOutbox(node)
+    seq = port.down_seq() + 1
+    payload = {"reference": reference, "status": status}
+    if reason is not None:
+        payload["reason"] = reason
+    port.apply_down(seq, "decision", payload)
+    return next((r for r in refusals(node.reader()) if r["seq"] == seq), None)

@@ -25,6 +25,7 @@ from tests.helpers import (
     Headers,
     assert_error,
     call_next,
+    decide,
     issue,
     ok,
     open_counter,
@@ -125,21 +126,34 @@ def test_lattice_never_lowers_rank(attempts: list[str]) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(STATUSES), min_size=1, max_size=8))
 def test_stored_status_never_lowers_rank(node: Node, attempts: list[str]) -> None:
-    """Driving the real domain function with any attempts: refused moves change nothing."""
+    """Driving the real domain functions with any attempts (center moves through set_status,
+    back-office ones as decisions): refused moves change nothing."""
     actor = {"id": "s1", "role": "supervisor"}
     app_id = node.write(lambda db: _bare_application(db, node))
     for new in attempts:
         before = _stored_status(node, app_id)
         now = node.timestamp()
+        step: Callable[[Any], Any]
+        if new in applications.CENTER_STATUSES:
+            step = functools.partial(applications.set_status, application_id=app_id,
+                                     status=new, note=None, actor=actor, now=now)
+        else:
+            step = functools.partial(_decision, app_id=app_id, status=new, now=now)
         try:
-            node.write(functools.partial(applications.set_status, application_id=app_id,
-                                         status=new, note=None, actor=actor, now=now))
+            node.write(step)
         except ConflictError:
             assert _stored_status(node, app_id) == before
         else:
             after = _stored_status(node, app_id)
             assert applications.rank(after[0]) > applications.rank(before[0])
             assert after[1] > before[1]
+
+
+def _decision(db: Any, app_id: str, status: str, now: str) -> None:
+    """A back-office decision through the domain (writer); a no-op repeat counts as refused."""
+    if not applications.apply_decision(db, applications.get_application(db, app_id), status,
+                                       "why" if status == "rejected" else None, now):
+        raise ConflictError("already decided")
 
 
 def _stored_status(node: Node, app_id: str) -> tuple[str, str]:
@@ -316,40 +330,59 @@ def test_kiosk_may_not_read(client: FlaskClient, login: Login) -> None:
 
 # --- status ----------------------------------------------------------------------------------
 
+def reach(client: FlaskClient, login: Login, node: Node, app: dict[str, Any],
+          path: list[str]) -> dict[str, Any]:
+    """Walk an application along `path`: center statuses by a supervisor through the API,
+    back-office ones as decisions from HQ; the application as it then is."""
+    for status in path:
+        if status in applications.CENTER_STATUSES:
+            ok(move(client, login("supervisor"), app["id"], status))
+        else:
+            assert decide(node, app["reference"], status,
+                          "Fee not paid" if status == "rejected" else None) is None
+    body: dict[str, Any] = ok(client.get(f"/api/applications/{app['id']}",
+                                         headers=login("supervisor")))
+    return body
+
+
 def test_full_life_cycle(client: FlaskClient, login: Login, node: Node,
                          at_counter: dict[str, Any]) -> None:
-    """submitted -> in_review -> ready (supervisor) -> collected (operator hands over)."""
+    """submitted -> in_review (supervisor) -> ready (back office, through HQ) -> collected
+    (operator hands over)."""
     app = new_application(client, login, at_counter)
     supervisor, operator = login("supervisor"), login("operator")
     stamps = [app["status_hlc"]]
-    for status, headers in (("in_review", supervisor), ("ready", supervisor),
-                            ("collected", operator)):
-        app = ok(move(client, headers, app["id"], status, note=f"now {status}"))
-        assert app["status"] == status and app["notes"] == f"now {status}"
-        stamps.append(app["status_hlc"])
+    app = ok(move(client, supervisor, app["id"], "in_review", note="now in_review"))
+    assert app["status"] == "in_review" and app["notes"] == "now in_review"
+    stamps.append(app["status_hlc"])
+    app = reach(client, login, node, app, ["ready"])
+    assert app["status"] == "ready" and app["decided_at"] and app["decision_reason"] is None
+    stamps.append(app["status_hlc"])
+    app = ok(move(client, operator, app["id"], "collected", note="now collected"))
+    assert app["status"] == "collected" and app["notes"] == "now collected"
+    stamps.append(app["status_hlc"])
     assert stamps == sorted(stamps) and len(set(stamps)) == 4
-    moves = [json.loads(r["detail"]) for r in node.reader().query(
-        "SELECT detail FROM audit_log WHERE action = 'application.status' ORDER BY seq")]
-    assert moves == [{"from": "submitted", "to": "in_review"}, {"from": "in_review", "to": "ready"},
-                     {"from": "ready", "to": "collected"}]
+    moves = [(r["action"], json.loads(r["detail"])) for r in node.reader().query(
+        "SELECT action, detail FROM audit_log WHERE action LIKE 'application.%' "
+        "AND action != 'application.create' ORDER BY seq")]
+    assert moves == [("application.status", {"from": "submitted", "to": "in_review"}),
+                     ("application.decision", {"from": "in_review", "to": "ready"}),
+                     ("application.status", {"from": "ready", "to": "collected"})]
 
 
 @pytest.mark.parametrize(("path", "attempt", "fragment"), [
     (["in_review"], "submitted", "in_review; status never moves back to submitted"),
     (["in_review"], "in_review", "is already in_review"),
-    (["ready"], "rejected", "a decision cannot change to rejected"),
-    (["rejected"], "ready", "a decision cannot change to ready"),
-    (["ready", "collected"], "ready", "never moves back to ready"),
+    (["ready"], "in_review", "ready; status never moves back to in_review"),
+    (["rejected", "collected"], "in_review", "never moves back to in_review"),
     (["ready", "collected"], "collected", "already collected"),
 ])
 def test_refused_moves_are_409(client: FlaskClient, login: Login, node: Node,
                                at_counter: dict[str, Any], path: list[str], attempt: str,
                                fragment: str) -> None:
     """Backward and same-rank moves are conflicts, and change nothing."""
-    app = new_application(client, login, at_counter)
+    app = reach(client, login, node, new_application(client, login, at_counter), path)
     supervisor = login("supervisor")
-    for status in path:
-        app = ok(move(client, supervisor, app["id"], status))
     before = outbox_mark(node)
     assert_error(move(client, supervisor, app["id"], attempt), 409, fragment)
     assert outbox_mark(node) == before
@@ -357,16 +390,39 @@ def test_refused_moves_are_409(client: FlaskClient, login: Login, node: Node,
 
 
 @pytest.mark.parametrize(("path", "attempt"), [
-    ([], "in_review"), ([], "ready"), (["in_review"], "rejected"), (["rejected"], "collected"),
-    ([], "collected"),
+    ([], "ready"), (["in_review"], "ready"), (["in_review"], "rejected"),
+    (["ready"], "rejected"), (["rejected", "collected"], "ready"),
+])
+def test_center_may_not_decide(client: FlaskClient, login: Login, node: Node,
+                               at_counter: dict[str, Any], path: list[str],
+                               attempt: str) -> None:
+    """ready and rejected are the back office's (sync/merge.py APPLICATION_STATUS_SETTERS):
+    not even a supervisor sets them at the center; 403, nothing written."""
+    app = reach(client, login, node, new_application(client, login, at_counter), path)
+    supervisor = login("supervisor")
+    before = outbox_mark(node)
+    assert_error(move(client, supervisor, app["id"], attempt), 403,
+                 f"{attempt} is the agency back office's decision")
+    assert outbox_mark(node) == before
+    assert ok(client.get(f"/api/applications/{app['id']}", headers=supervisor)) == app
+
+
+def test_setters_table_is_shared() -> None:
+    """The center's statuses are exactly those the one table gives the center."""
+    assert applications.CENTER_STATUSES == ("submitted", "in_review", "collected")
+    assert {s for s, who in merge.APPLICATION_STATUS_SETTERS.items()
+            if who == merge.BACK_OFFICE} == {"ready", "rejected"}
+    assert set(merge.APPLICATION_STATUS_SETTERS) == set(applications.STATUSES)
+
+
+@pytest.mark.parametrize(("path", "attempt"), [
+    ([], "in_review"), (["rejected"], "collected"), ([], "collected"),
 ])
 def test_operator_may_only_hand_over(client: FlaskClient, login: Login, node: Node,
                                      at_counter: dict[str, Any], path: list[str],
                                      attempt: str) -> None:
     """Every move but ready -> collected needs a supervisor."""
-    app = new_application(client, login, at_counter)
-    for status in path:
-        ok(move(client, login("supervisor"), app["id"], status))
+    app = reach(client, login, node, new_application(client, login, at_counter), path)
     operator = login("operator")
     before = outbox_mark(node)
     assert_error(move(client, operator, app["id"], attempt), 403, "only hand over")
@@ -377,9 +433,9 @@ def test_operator_may_only_hand_over(client: FlaskClient, login: Login, node: No
     ({}, "status: is required"),
     ({"status": "approved"}, "status: must be one of"),
     ({"status": 2}, "status: expected string, got integer"),
-    ({"status": "ready", "note": ""}, "note: must be at least 1 characters"),
-    ({"status": "ready", "note": "x" * 501}, "note: must be at most 500 characters"),
-    ({"status": "ready", "by": "me"}, "by: unknown field"),
+    ({"status": "in_review", "note": ""}, "note: must be at least 1 characters"),
+    ({"status": "in_review", "note": "x" * 501}, "note: must be at most 500 characters"),
+    ({"status": "in_review", "by": "me"}, "by: unknown field"),
 ])
 def test_status_validation(client: FlaskClient, login: Login, node: Node,
                            at_counter: dict[str, Any], body: dict[str, Any],

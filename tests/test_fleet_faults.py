@@ -81,7 +81,7 @@ PUBLISH_PAUSE_S = (0.3, 1.2)
 CLI_TIMEOUT_S = 120.0
 CONVERGE_TIMEOUT_S = 90.0
 APP_SERVICE = "nadra_snic_renewal"
-DECISIONS = ("in_review", "ready", "rejected")
+DECISIONS = ("ready", "rejected")  # the back office's statuses (sync/merge.py)
 HQ_ACTIONS = ("catalog.update", "staff.sync", "application.decision")
 MIN_DECISIONS = 10  # valid decisions a run must publish
 MOBILE_SCRIPT = (  # (share of the chaos time, step), in this order
@@ -310,42 +310,65 @@ class Publisher:
         self._to_all("staff", staff_id, False)
 
     def _free_application(self) -> tuple[Unit, str] | None:
-        """An acknowledged application no decision named yet, at a random node."""
+        """An acknowledged application that HQ holds and no decision named yet, at a random
+        node."""
         choices = [(unit, key.split()[0]) for unit in self.fleet.units.values()
                    for key in list(self.fleet.apps[unit.name].acked)]
-        choices = [(unit, ref) for unit, ref in choices if ref not in self._used]
+        with closing(HQDatabase(self.env.hq_url)) as hq:  # HQ decides on what it holds
+            known = {r[0] for r in hq.execute("SELECT reference FROM hq_applications")}
+        choices = [(unit, ref) for unit, ref in choices if ref not in self._used and ref in known]
         return self.rng.choice(choices) if choices else None
 
     def _decision(self) -> None:
-        """A back-office decision on an acknowledged application, sent to its node."""
+        """A back-office decision on an acknowledged application; HQ routes it to its node."""
         picked = self._free_application()
         if picked is None:
             return
         unit, ref = picked
         status = self.rng.choice(DECISIONS)
-        self._publish("decision", ref, status, "--node", unit.node_id)
+        reason = ["--reason", "Documents incomplete"] if status == "rejected" else []
+        self._publish("decision", ref, status, *reason)
         self._used.add(ref)
         self.items.append(DownItem(unit.node_id, "decision", ref, True, status))
 
+    def _refused_at_hq(self, words: str, *args: str) -> None:
+        """`edge-hq publish ARGS` refuses, naming the problem, and queues nothing."""
+        done = subprocess.run([EDGE_HQ, "--db", self.env.hq_url, "publish", *args],
+                              capture_output=True, text=True, env=child_env(),
+                              timeout=CLI_TIMEOUT_S, check=False)
+        assert done.returncode == 1 and words in done.stderr, (done.stdout, done.stderr)
+
+    def _unchecked(self, node_id: str, ref: str, status: str) -> None:
+        """A decision queued without HQ's checks (as an older HQ did): the node refuses it."""
+        from hq.downstream import enqueue
+
+        with closing(HQDatabase(self.env.hq_url)) as hq:
+            enqueue(hq, "decision", {"reference": ref, "status": status}, node_id)
+        self.items.append(DownItem(node_id, "decision", ref, False, status))
+
     def _unknown_reference(self) -> None:
-        """A decision on a reference no node ever issued."""
+        """A decision on a reference no node ever issued: HQ refuses to send it; queued
+        without the check, the node refuses it."""
         unit = self.rng.choice(list(self.fleet.units.values()))
         self._count += 1
         ref = f"{CENTERS[unit.name]}-NNOPE{self._count}-20200101-00001"
-        self._publish("decision", ref, "ready", "--node", unit.node_id)
-        self.items.append(DownItem(unit.node_id, "decision", ref, False, "ready"))
+        self._refused_at_hq("unknown application reference", "decision", ref, "ready",
+                            "--node", unit.node_id)
+        self._unchecked(unit.node_id, ref, "ready")
 
     def _wrong_node(self) -> None:
-        """A decision on one node's application sent to another node."""
+        """A decision on one node's application named for another node: HQ refuses to send
+        it; queued there without the check, that node refuses it."""
         picked = self._free_application()
         if picked is None:
             return
         owner, ref = picked
         other = self.rng.choice([u for u in self.fleet.units.values() if u is not owner])
-        self._publish("decision", ref, "ready", "--node", other.node_id)
+        self._refused_at_hq(f"held by node {owner.node_id}", "decision", ref, "ready",
+                            "--node", other.node_id)
         self._used.add(ref)
         self.owner_untouched[ref] = owner.node_id
-        self.items.append(DownItem(other.node_id, "decision", ref, False, "ready"))
+        self._unchecked(other.node_id, ref, "ready")
 
 
 # -- the fleet ------------------------------------------------------------------------------------

@@ -248,6 +248,7 @@ def drop_projections(db: HQDatabase) -> None:
     with db.transaction() as tx:
         for p in PROJECTIONS.values():
             tx.execute(f"DROP TABLE {p.table}")
+        tx.execute("DROP TABLE hq_decisions")
         tx.execute("DROP TABLE hq_migrations")
 
 

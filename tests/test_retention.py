@@ -84,8 +84,13 @@ def arrive(node: Node, cnic: str, *, serve: bool = False,
                 "agency_reference": None, "fee_reference": None, "documents_seen": None},
                 actor=boss, now=now, day=day, center_id=node.center_id, node_id=node.node_id)
             for status in ("in_review", "ready", "collected"):
-                if applications.rank(status) <= applications.rank(application):
+                if applications.rank(status) > applications.rank(application):
+                    continue
+                if status in applications.CENTER_STATUSES:
                     applications.set_status(db, row["id"], status, None, boss, now)
+                else:  # the back office's decision, as it arrives from HQ
+                    applications.apply_decision(db, applications.get_application(
+                        db, row["id"]), status, None, now)
             found.application = row["id"]
         return found
 

@@ -120,7 +120,7 @@ def test_refused_items_are_kept_with_a_reason_and_no_pii(node: Node) -> None:
     port.apply_down(2, "staff", {"accounts": []})  # a resent item changes nothing
     refused = port.refused_down()
     assert [(r["seq"], r["reason"]) for r in refused] == [
-        (1, "bad_type"), (2, "missing_field"), (3, "unknown_reference"), (4, "invalid"),
+        (1, "bad_type"), (2, "missing_field"), (3, "unknown_reference"), (4, "unknown_status"),
         (5, "unknown_kind"), (7, "invalid")]
     assert all(set(r) == {"seq", "reason", "detail"} and 0 < len(r["detail"]) <= 200
                and r["detail"].isprintable() for r in refused)

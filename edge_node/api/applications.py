@@ -21,7 +21,8 @@ APPLICATION = obj(
     id=STR, reference=STR, ticket_id=nullable(STR), citizen_id=nullable(STR), service_code=STR,
     agency_code=STR, agency_reference=nullable(STR), fee_reference=nullable(STR),
     documents_seen=arr(STR), status=STR, status_hlc=nullable(STR), created_by=nullable(STR),
-    created_at=STR, updated_at=STR, notes=nullable(STR),
+    created_at=STR, updated_at=STR, notes=nullable(STR), decision_reason=nullable(STR),
+    decided_at=nullable(STR),
 )
 CREATE_BODY = [
     Field("service_code", "string", pattern=CODE),

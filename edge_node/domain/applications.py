@@ -1,8 +1,11 @@
 """Applications (service requests) made at the counter, and their status lattice.
 
 Status only ever climbs: submitted < in_review < ready | rejected < collected.
-The decision (ready or rejected) usually comes from the agency's back office
-through HQ, so a node and HQ may both move one application; because a move
+Who sets which status is one declared table (sync/merge.py
+APPLICATION_STATUS_SETTERS): the center sets submitted, in_review and
+collected; the decision (ready, or rejected with a reason) is the agency back
+office's and reaches the node through HQ (`apply_decision`), never from the
+center's own API or screens. A node and HQ may both move one application; because a move
 must strictly raise the rank, replays and late copies can never drag it
 back. `status_hlc` stamps each move for last-writer-wins of equal ranks.
 References encode center, node, day and a per-day sequence, so two nodes
@@ -22,9 +25,15 @@ from edge_node.domain.roles import SUPERVISORS
 from edge_node.domain.visits import get_ticket
 from edge_node.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from edge_node.ids import new_id
-from sync.merge import APPLICATION_RANKS, APPLICATION_STATUSES
+from sync.merge import (
+    APPLICATION_RANKS,
+    APPLICATION_STATUS_SETTERS,
+    APPLICATION_STATUSES,
+    CENTER,
+)
 
 STATUSES = APPLICATION_STATUSES  # the lattice is the merge policy's (sync/merge.py)
+CENTER_STATUSES = tuple(s for s in STATUSES if APPLICATION_STATUS_SETTERS[s] == CENTER)
 HANDOVER = ("ready", "collected")  # the one move an operator (not only a supervisor) makes
 REFERENCE_KIND = "application"
 LIST_LIMIT = 200
@@ -165,7 +174,7 @@ def create_application(db: Database, fields: dict[str, Any], *, actor: dict[str,
         "agency_reference": fields["agency_reference"], "fee_reference": fields["fee_reference"],
         "documents_seen": json.dumps(documents), "status": "submitted",
         "status_hlc": current_hlc(db), "created_by": actor["id"], "created_at": now,
-        "updated_at": now, "notes": None,
+        "updated_at": now, "notes": None, "decision_reason": None, "decided_at": None,
     }
     db.table("applications").insert(row)
     audit.append(db, actor, "application.create", "application", row["id"], now,
@@ -173,8 +182,8 @@ def create_application(db: Database, fields: dict[str, Any], *, actor: dict[str,
     return decode(row)
 
 
-def _refusal(application: dict[str, Any], new: str) -> str:
-    """Why a move is not allowed, in words."""
+def refusal(application: dict[str, Any], new: str) -> str:
+    """Why a move is not allowed by the lattice, in words (no PII: reference and statuses)."""
     old, ref = application["status"], application["reference"]
     if old == new:
         return f"application {ref} is already {new}"
@@ -183,12 +192,24 @@ def _refusal(application: dict[str, Any], new: str) -> str:
     return f"application {ref} is {old}; status never moves back to {new}"
 
 
+def center_moves(application: dict[str, Any]) -> list[str]:
+    """The statuses the center itself may move this application to (for the screen)."""
+    return [s for s in CENTER_STATUSES if can_move(application["status"], s)]
+
+
 def set_status(db: Database, application_id: str, status: str, note: str | None,
                actor: dict[str, Any], now: str) -> dict[str, Any]:
-    """Move an application up the lattice (writer); operators may only hand over."""
+    """Move an application up the lattice (writer); operators may only hand over.
+
+    A back-office status (ready, rejected) is refused: it comes from HQ as a decision.
+    """
     application = get_application(db, application_id)
+    rank(status)
+    if APPLICATION_STATUS_SETTERS[status] != CENTER:
+        raise ForbiddenError(f"{status} is the agency back office's decision; it reaches the "
+                             "center through HQ and cannot be set here")
     if not can_move(application["status"], status):
-        raise ConflictError(_refusal(application, status))
+        raise ConflictError(refusal(application, status))
     if actor["role"] not in SUPERVISORS and (application["status"], status) != HANDOVER:
         raise ForbiddenError(f"role '{actor['role']}' may only hand over a ready application "
                              "(ready to collected); other moves need a supervisor")
@@ -199,3 +220,23 @@ def set_status(db: Database, application_id: str, status: str, note: str | None,
     audit.append(db, actor, "application.status", "application", application_id, now,
                  {"from": application["status"], "to": status})
     return get_application(db, application_id)
+
+
+def apply_decision(db: Database, application: dict[str, Any], status: str,
+                   reason: str | None, now: str) -> bool:
+    """Record a back-office decision from HQ (writer); False when it is already recorded.
+
+    The caller has checked the decision itself (sync/merge.py decision_problem).
+    The same decision again (same status and reason) changes nothing; any other
+    move the lattice forbids is a ConflictError, with the words of `refusal`.
+    """
+    if application["status"] == status and application["decision_reason"] == reason:
+        return False
+    if not can_move(application["status"], status):
+        raise ConflictError(refusal(application, status))
+    db.table("applications").update(application["id"], {
+        "status": status, "status_hlc": current_hlc(db), "decision_reason": reason,
+        "decided_at": now, "updated_at": now})
+    audit.append(db, None, "application.decision", "application", application["id"], now,
+                 {"from": application["status"], "to": status})
+    return True

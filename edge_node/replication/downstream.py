@@ -20,16 +20,16 @@ from sqlite_utils import Database
 from certs.files import write_atomic
 from certs.layout import CA_CERT, NODE_CERT, NODE_KEY
 from certs.pki import cert_pem, common_name, verify_issued_by
-from edge_node.domain import audit
-from edge_node.domain.applications import rank
+from edge_node.domain import applications, audit
 from edge_node.domain.catalog import apply_catalog, check_catalog
-from edge_node.errors import EdgeError
+from edge_node.errors import ConflictError, EdgeError
 from edge_node.node import Node
 from edge_node.paths import sync_dir
 from edge_node.replication.fleet_key import apply_fleet_key
 from edge_node.store import meta
 from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
 from sync.identity import load_cert, load_ec_key
+from sync.merge import decision_problem
 
 STAFF_FIELDS = ("id", "username", "full_name", "role", "password_hash", "active",
                 "language", "version")
@@ -129,24 +129,27 @@ def _staff(db: Database, payload: Any, node: Node) -> None:
 def _decision(db: Database, payload: Any, node: Node) -> None:
     """A back-office decision moves an application up the lattice (never back).
 
-    Refused when no application here has the reference (unknown, or another node's).
+    Refused, with a reason code HQ shows (`edge-hq decisions --refused`), when
+    the decision itself is not one the back office may make (sync/merge.py
+    decision_problem), when no application here has the reference (unknown, or
+    another node's), or when the lattice forbids the move (`lattice_forbidden`).
+    The same decision twice is applied once. An old decision without `reason` parses.
     """
-    reference, target = payload["reference"], rank(payload["status"])
+    reference, status, reason = payload["reference"], payload["status"], payload.get("reason")
     if not isinstance(reference, str):
         raise TypeError("reference must be text")
-    rows = list(db.query("SELECT id, status FROM applications WHERE reference = ?",
-                         [reference]))
+    problem = decision_problem(status, reason)
+    if problem is not None:
+        raise Refused(problem[0], f"decision: {problem[1]}")
+    rows = list(db.query("SELECT id FROM applications WHERE reference = ?", [reference]))
     if not rows:
         raise Refused("unknown_reference", "decision: no application with this reference "
                       "at this node")
-    if target <= rank(rows[0]["status"]):
-        return
-    now = node.timestamp()
-    hlc = db.execute("SELECT sync_hlc()").fetchone()[0]
-    db.table("applications").update(rows[0]["id"], {
-        "status": payload["status"], "status_hlc": hlc, "updated_at": now})
-    audit.append(db, None, "application.decision", "application", rows[0]["id"], now,
-                 {"to": payload["status"]})
+    try:
+        applications.apply_decision(db, applications.get_application(db, rows[0]["id"]),
+                                    status, reason, node.timestamp())
+    except ConflictError as exc:
+        raise Refused("lattice_forbidden", f"decision: {exc.message}") from exc
 
 
 def _revocation(db: Database, payload: Any, node: Node) -> None:

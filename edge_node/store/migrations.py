@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlite_utils import Database
 
 from edge_node.store.schema import (
+    APPLICATION_DECISIONS,
     CITIZEN_FIELD_CLOCKS,
     DOMAIN_INDEXES,
     INITIAL,
@@ -43,10 +44,17 @@ def _citizen_field_clocks(db: Database) -> None:
     db.execute(CITIZEN_FIELD_CLOCKS)
 
 
+def _application_decisions(db: Database) -> None:
+    """Applications keep the back office's reason and the time of its decision."""
+    for statement in APPLICATION_DECISIONS:
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_domain_indexes", _domain_indexes),
     ("0003_citizen_field_clocks", _citizen_field_clocks),
+    ("0004_application_decisions", _application_decisions),
 )
 
 

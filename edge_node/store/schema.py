@@ -152,3 +152,8 @@ DOMAIN_INDEXES: tuple[str, ...] = (
 # 0003: per-field clocks of citizen profiles, read by HQ's per-field LWW merge
 # (sync.merge: `{"column": {"hlc": clock, "base": clock it replaced}}`).
 CITIZEN_FIELD_CLOCKS = "ALTER TABLE citizens ADD COLUMN field_hlc TEXT NOT NULL DEFAULT '{}'"
+# A back-office decision's reason and time (DESIGN.md "Decisions"), shown and printed.
+APPLICATION_DECISIONS: tuple[str, ...] = (
+    "ALTER TABLE applications ADD COLUMN decision_reason TEXT",
+    "ALTER TABLE applications ADD COLUMN decided_at TEXT",
+)

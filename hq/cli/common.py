@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
 
 from hq.store import HQDatabase, StoreError
@@ -16,3 +19,12 @@ def open_store(url: str) -> HQDatabase:
     except Exception as exc:
         raise click.ClickException(f"cannot open HQ store {url.split('@')[-1]}: "
                                    f"{type(exc).__name__}") from exc
+
+
+def print_rows(rows: Any, as_json: bool) -> None:
+    """JSON or one line per row."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))

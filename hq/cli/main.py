@@ -21,10 +21,12 @@ from typing import Any
 
 import click
 
+from hq import decisions as hq_decisions
 from hq.bundles import import_bundle
 from hq.chain import verify_chain
 from hq.cli.citizens import citizen, fleet_key
-from hq.cli.common import open_store
+from hq.cli.common import open_store, print_rows
+from hq.cli.decisions import decisions_cmd
 from hq.cli.pki import broker_config, ca, node
 from hq.downstream import enqueue
 from hq.fleet import conflict_rows, fleet, quarantine_rows
@@ -41,15 +43,6 @@ DEFAULT_DB = "./var-hq/hq.db"
 DEFAULT_KEYS = "./var-hq/keys"
 BROKER_WAIT_S = 3.0  # no worker connected after this long: say the broker is awaited
 LINK_POLL_S = 0.2
-
-
-def _print(rows: Any, as_json: bool) -> None:
-    """JSON or one line per row."""
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    for row in rows:
-        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"],
@@ -153,7 +146,7 @@ def fleet_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq fleet --json
     """
-    _print(fleet(open_store(ctx.obj["db"])), as_json)
+    print_rows(fleet(open_store(ctx.obj["db"])), as_json)
 
 
 @main.command("quarantine")
@@ -165,7 +158,7 @@ def quarantine_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
 
     Example: edge-hq quarantine --limit 20
     """
-    _print(quarantine_rows(open_store(ctx.obj["db"]), limit), as_json)
+    print_rows(quarantine_rows(open_store(ctx.obj["db"]), limit), as_json)
 
 
 @main.command("refused")
@@ -182,7 +175,7 @@ def refused_cmd(ctx: click.Context, node_id: str | None, as_json: bool, limit: i
 
     Example: edge-hq refused --node NABCDE
     """
-    _print(refused_rows(open_store(ctx.obj["db"]), node_id, limit), as_json)
+    print_rows(refused_rows(open_store(ctx.obj["db"]), node_id, limit), as_json)
 
 
 @main.command("conflicts")
@@ -193,7 +186,7 @@ def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Example: edge-hq conflicts
     """
-    _print(conflict_rows(open_store(ctx.obj["db"])), as_json)
+    print_rows(conflict_rows(open_store(ctx.obj["db"])), as_json)
 
 
 @main.command("chain")
@@ -350,16 +343,34 @@ def publish_staff(ctx: click.Context, file: str, node: str | None) -> None:
 
 @publish.command("decision")
 @click.argument("reference")
-@click.argument("status", type=click.Choice(["in_review", "ready", "rejected", "collected"]))
-@click.option("--node", required=True, help="The node that created the application.")
+@click.argument("status", type=click.Choice(["ready", "rejected"]))
+@click.option("--reason", default=None,
+              help="Why (required for rejected); shown and printed at the center.")
+@click.option("--node", default=None,
+              help="Deprecated: HQ routes to the node holding the application; if given, "
+                   "it must be that node.")
 @click.pass_context
-def publish_decision(ctx: click.Context, reference: str, status: str, node: str) -> None:
-    """Send a back-office decision on an application.
+def publish_decision(ctx: click.Context, reference: str, status: str, reason: str | None,
+                     node: str | None) -> None:
+    """Send the agency back office's decision on an application to the node holding it.
 
-    Example: edge-hq publish decision ISB-01-NABCDE-20261128-00001 ready --node NABCDE
+    The back office sets ready and rejected (with a reason); the center sets the
+    other statuses. HQ refuses, sending nothing, a decision it can see is
+    impossible: unknown reference, wrong --node, a rejection without a reason, or
+    a move the status lattice forbids. Follow it with `edge-hq decisions`.
+
+    Example: edge-hq publish decision ISB-01-NABCDE-20261128-00001 rejected
+    --reason "Fee challan not paid"
     """
-    _enqueue(ctx, "decision", {"reference": reference, "status": status}, node)
+
+    try:
+        queued = hq_decisions.publish(open_store(ctx.obj["db"]), reference, status, reason,
+                                      node)
+    except hq_decisions.DecisionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"queued decision {reference} -> {status} for node {queued.node_id} "
+               f"(seq {queued.seq}); see `edge-hq decisions`")
 
 
-for command in (ca, node, broker_config, citizen, fleet_key):
+for command in (ca, node, broker_config, citizen, fleet_key, decisions_cmd):
     main.add_command(command)

@@ -1,5 +1,7 @@
-"""Applications: the list by status or reference, opening one for a served ticket, and
-moving its status (operators hand over ready ones; supervisors decide)."""
+"""Applications: the list by status or reference, opening one for a served ticket,
+moving its status (operators hand over ready ones; supervisors the center's other
+moves — ready and rejected are the back office's decision, from HQ), and the
+citizen's printed receipt with the decision and its reason."""
 
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def applications_list() -> Response:
         rows = applications.list_applications(db, status)
     for row in rows:
         row["created"] = local_time(row["created_at"], "%Y-%m-%d %H:%M")
+        row["decided"] = local_time(row["decided_at"], "%Y-%m-%d %H:%M") \
+            if row["decided_at"] else None
+        row["moves"] = applications.center_moves(row)
     role = (current_staff() or {}).get("role")
     return render("applications.html", rows=rows, status=status, reference=reference,
                   statuses=applications.STATUSES, services=services_by_code(db),
@@ -141,3 +146,20 @@ def application_status(application_id: str) -> Response:
         flash(gettext("Status changed."), "ok")
     return back("applications_screen.applications_list",
                 status=request.form.get("back_status") or None)
+
+
+@bp.get("/applications/<application_id>/receipt")
+@screen(READERS)
+def application_receipt(application_id: str) -> Response:
+    """The citizen's printable receipt: reference, service, status, and the back office's
+    decision with its reason, in English and Urdu."""
+    db = node().reader()
+    try:
+        found = applications.get_application(db, application_id)
+    except NotFoundError:
+        abort(404)
+    return render("application_receipt.html", a=found,
+                  service=services_by_code(db).get(found["service_code"]) or {},
+                  opened=local_time(found["created_at"], "%Y-%m-%d %H:%M"),
+                  decided=local_time(found["decided_at"], "%Y-%m-%d %H:%M")
+                  if found["decided_at"] else None, center=node().center_id)

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from edge_node.domain import applications, counters, queue
 from edge_node.node import Node
 from local_ui.views.kiosk import normalise_number
+from tests.helpers import decide
 from tests.ui.conftest import token_of
 from tests.ui.test_ui_guards import make_ticket
 
@@ -74,7 +75,8 @@ def test_operator_actions(ui_client: Client, node: Node) -> None:
 
 
 def test_application_opened_then_handed_over(ui_client: Client, node: Node) -> None:
-    """The operator opens it; the supervisor marks it ready; the operator hands it over."""
+    """The operator opens it; the supervisor cannot mark it ready (the back office does,
+    through HQ); once ready the operator hands it over."""
     ticket, _ = served_ticket(node)
     operator = ui_client("operator")
     form = operator.get(f"/applications/new?ticket={ticket['id']}").get_data(as_text=True)
@@ -95,7 +97,10 @@ def test_application_opened_then_handed_over(ui_client: Client, node: Node) -> N
     refused = post(operator, f"/applications/{created['id']}/status", status="ready")
     assert "Not done" in operator.get(refused.location).get_data(as_text=True)
     supervisor = ui_client("supervisor")
-    post(supervisor, f"/applications/{created['id']}/status", status="ready")
+    refused = post(supervisor, f"/applications/{created['id']}/status", status="ready")
+    assert "back office" in supervisor.get(refused.location).get_data(as_text=True)
+    assert applications.get_application(node.reader(), created["id"])["status"] == "submitted"
+    assert decide(node, created["reference"], "ready") is None  # the decision, from HQ
     page = operator.get("/applications?status=ready").get_data(as_text=True)
     assert "Handed over" in page
     post(operator, f"/applications/{created['id']}/status", status="collected")
