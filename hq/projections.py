@@ -193,7 +193,7 @@ def project(tx: Tx, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | Non
     p = PROJECTIONS.get(tbl)
     if p is None:
         return
-    before = _person_index(tx, pk) if tbl == "citizens" else None
+    before = _person_index(tx, pk) if p.derived else None
     if row is None:
         tx.execute(f"DELETE FROM {p.table} WHERE id = ?", [pk])
     else:
@@ -201,7 +201,7 @@ def project(tx: Tx, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | Non
                            [origin]).fetchone()
         tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "",
                                          pii.project_row(tx, tbl, row), hlc))
-    if tbl == "citizens":
+    if p.derived:  # the person link (hq_citizens, the only projection with one)
         link_persons(tx, pk, [before, _person_index(tx, pk)])
 
 
@@ -265,6 +265,6 @@ def rebuild(tx: Tx, tables: list[str] | None = None,
             if progress:
                 progress(name, done, total)
         counts[name] = done
-        if name == "citizens":
+        if p.derived:
             link_persons(tx, None, [])
     return counts
