@@ -1,7 +1,8 @@
 """HQ to node: queue downstream items per node and seal them for delivery.
 
 Items (catalog versions, staff accounts with password hashes only, application
-decisions, revocations, fleet index keys sealed to the node) are queued per
+decisions, revocations, fleet index keys sealed to the node, citizens sealed to
+the node that looked them up — hq/lookups.py) are queued per
 node with a per-node seq; broadcast items are fanned out to every enrolled
 node at enqueue time, so one acked mechanism carries both. Envelopes are
 signed by HQ and, when the node's HPKE key is known, encrypted to it.
@@ -32,7 +33,7 @@ from hq.store import HQDatabase, utc_now
 from sync import envelope
 
 log = logging.getLogger(__name__)
-KINDS = ("catalog", "staff", "decision", "revocation", "certificate", "fleet_key")
+KINDS = ("catalog", "staff", "decision", "revocation", "certificate", "fleet_key", "citizen")
 MAX_ITEMS_PER_ENVELOPE = 200
 RESEND_FIRST_S = 20.0  # the same range again after 20 s, 40 s, 80 s … at most every
 RESEND_MAX_S = 600.0  # 10 minutes, however often the node writes in between

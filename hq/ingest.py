@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from certs.broker import NODE_ID
-from hq import fleet_keys, projections, refusals, resume
+from hq import fleet_keys, lookups, projections, refusals, resume
 from hq import pii as hq_pii
 from hq.chain import index_audit_entry
 from hq.downstream import realign
@@ -118,9 +118,11 @@ class Ingest:
     def __init__(self, db: HQDatabase, hpke_private: x25519.X25519PrivateKey,
                  now: Callable[[], str] = utc_now,
                  renewer: Callable[[str, x509.CertificateSigningRequest], None] | None = None,
-                 ) -> None:
-        """Hold the store, HQ's decryption key and (where the CA is here) a renewer."""
+                 lookup_limit: int = lookups.LOOKUPS_PER_MINUTE) -> None:
+        """Hold the store, HQ's decryption key, (where the CA is here) a renewer, and how
+        many citizen lookups a node may make a minute."""
         self.db = db
+        self.lookup_limit = lookup_limit
         self.hpke_private = hpke_private
         self.now = now
         self.renewer = renewer
@@ -158,6 +160,8 @@ class Ingest:
             return self._resume(env, node_id)
         if env.header["kind"] == "renew":
             return self._renew(env, node_id)
+        if env.header["kind"] == "lookup":
+            return self._lookup(env, node_id)
         if env.header["kind"] != "batch":
             raise Rejected("bad_kind", f"nodes may not send {env.header['kind']}", node_id)
         records = self._records(env, node_id)
@@ -216,6 +220,24 @@ class Ingest:
         tx.execute("UPDATE hq_nodes SET acked_seq = ?, last_seen = ? WHERE node_id = ?",
                    [acked, self.now(), node_id])
         return Outcome(node_id, acked_seq=acked, applied=applied)
+
+    def _lookup(self, env: envelope.Envelope, node_id: str) -> Outcome:
+        """A node's reception asks for a citizen by fleet index (hq/lookups.py): audited,
+        answered on the node's downstream queue (the worker sends it at once)."""
+        if not env.header.get("enc"):
+            raise Rejected("not_encrypted", "lookups must be encrypted to HQ", node_id)
+        try:
+            request = lookups.parse_request(envelope.open_body(env, self.hpke_private))
+        except envelope.EnvelopeError as exc:
+            raise Rejected(exc.reason, exc.detail, node_id) from exc
+        except ValueError as exc:
+            raise Rejected("bad_body", str(exc), node_id) from exc
+        outcome = self.db.retrying(lambda tx: lookups.answer(
+            tx, node_id, request, self.now(), self.lookup_limit))
+        if outcome == "rate_limited":
+            log.warning("node %s asked for more than %d citizens a minute; not answered",
+                        node_id, self.lookup_limit)
+        return Outcome(node_id)
 
     def _renew(self, env: envelope.Envelope, node_id: str) -> Outcome:
         """A node asks for a new certificate for the key it already has."""

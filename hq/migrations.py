@@ -125,11 +125,40 @@ def _decisions(tx: Tx) -> None:
     projections.rebuild(tx, ["applications"])
 
 
+LOOKUPS = (
+    """CREATE TABLE IF NOT EXISTS hq_citizen_lookups (
+        id TEXT PRIMARY KEY, at TEXT NOT NULL, node_id TEXT NOT NULL, actor TEXT NOT NULL,
+        request_id TEXT NOT NULL, outcome TEXT NOT NULL, citizen_id TEXT)""",
+    "CREATE INDEX IF NOT EXISTS hq_citizen_lookups_node ON hq_citizen_lookups (node_id, at)",
+)
+
+
+def has_column(tx: Tx, table: str, column: str) -> bool:
+    """Whether `table` has `column` (SQLite or PostgreSQL)."""
+    if tx.dialect == "sqlite":
+        sql = "SELECT 1 FROM pragma_table_info(?) WHERE name = ?"
+    else:
+        sql = ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+               "current_schema() AND table_name = ? AND column_name = ?")
+    return tx.execute(sql, [table, column]).fetchone() is not None
+
+
+def _persons(tx: Tx) -> None:
+    """One person across centers (`hq_citizens.person_id`, linked by the fleet index) and
+    the audit of nodes' citizen lookups at HQ (hq/lookups.py)."""
+    if not has_column(tx, "hq_citizens", "person_id"):
+        tx.execute("ALTER TABLE hq_citizens ADD COLUMN person_id TEXT")
+    for ddl in (*projections.ddl(), *LOOKUPS):
+        tx.execute(ddl)
+    projections.link_persons(tx, None, [])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
     ("0003_fleet_keys", _fleet_keys),
     ("0004_decisions", _decisions),
+    ("0005_persons", _persons),
 )
 
 

@@ -8,8 +8,12 @@ ciphertext under HQ's field key (hq/pii.py), and `hq_citizens.cnic_index` is
 HQ's fleet index of the CNIC; JSON lists stay JSON text), plus `center_id`
 and `node_id` (the node that created the row, and its center) and
 `updated_hlc` (the newest clock of the merge state). A row deleted in the merge
-state leaves its projection. `rebuild` recreates every projection from the
-merge state and gives the same rows as the record-by-record path.
+state leaves its projection. `hq_citizens.person_id` links registrations of one
+person made at different nodes: every citizen row with the same fleet index
+shares the smallest id among them (UUIDv7: the first registration), a row
+without an index is its own person; it is kept with every apply and rebuild.
+`rebuild` recreates every projection from the merge state and gives the same
+rows as the record-by-record path.
 
 HQ imports nothing from the node package, so the columns are listed here;
 tests/test_hq_projections.py checks them against the node's schema.
@@ -44,6 +48,8 @@ class Projection:
     source: str
     columns: tuple[tuple[str, ColumnType], ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    derived: tuple[str, ...] = ()
+    """HQ's own TEXT columns, computed at HQ after the row is written (not in `names`)."""
 
     @property
     def table(self) -> str:
@@ -69,7 +75,7 @@ def _int(*names: str) -> tuple[tuple[str, ColumnType], ...]:
 PROJECTIONS: dict[str, Projection] = {p.source: p for p in (
     Projection("citizens", _text("cnic_index", "cnic_enc", "name_enc", "phone_enc", "id_kind",
                                  "created_at", "updated_at", "field_hlc"),
-               (("cnic_index",),)),
+               (("cnic_index",), ("person_id",)), derived=("person_id",)),
     Projection("visits", _text("citizen_id", "business_date", "priority", "status", "services",
                                "missing_documents", "created_by", "created_at", "closed_at"),
                (("citizen_id",), ("center_id", "business_date"))),
@@ -129,8 +135,9 @@ def ddl() -> list[str]:
     """CREATE TABLE and CREATE INDEX statements of every projection."""
     out: list[str] = []
     for p in PROJECTIONS.values():
-        cols = ", ".join(f"{_q(name)} {'BIGINT' if kind == 'int' else 'TEXT'}"
-                         for name, kind in p.columns)
+        cols = ", ".join([*(f"{_q(name)} {'BIGINT' if kind == 'int' else 'TEXT'}"
+                            for name, kind in p.columns), *(f"{_q(name)} TEXT"
+                                                            for name in p.derived)])
         out.append(f"CREATE TABLE IF NOT EXISTS {p.table} (id TEXT PRIMARY KEY, {cols}, "
                    "center_id TEXT NOT NULL, node_id TEXT NOT NULL, updated_hlc TEXT NOT NULL)")
         for columns in p.indexes:
@@ -187,12 +194,36 @@ def project(tx: Tx, tbl: str, pk: str, origin: str, row: Mapping[str, Any] | Non
     p = PROJECTIONS.get(tbl)
     if p is None:
         return
+    before = _person_index(tx, pk) if p.derived else None
     if row is None:
         tx.execute(f"DELETE FROM {p.table} WHERE id = ?", [pk])
-        return
-    found = tx.execute("SELECT center_id FROM hq_nodes WHERE node_id = ?", [origin]).fetchone()
-    tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "",
-                                     pii.project_row(tx, tbl, row), hlc))
+    else:
+        found = tx.execute("SELECT center_id FROM hq_nodes WHERE node_id = ?",
+                           [origin]).fetchone()
+        tx.execute(upsert_sql(p), values(p, pk, origin, found[0] if found else "",
+                                         pii.project_row(tx, tbl, row), hlc))
+    if p.derived:  # the person link (hq_citizens, the only projection with one)
+        link_persons(tx, pk, [before, _person_index(tx, pk)])
+
+
+def _person_index(tx: Tx, pk: str) -> str | None:
+    """The fleet index HQ holds for one citizen row (None: no row, or no index)."""
+    found = tx.execute("SELECT cnic_index FROM hq_citizens WHERE id = ?", [pk]).fetchone()
+    return found[0] if found else None
+
+
+def link_persons(tx: Tx, pk: str | None, indexes: list[str | None]) -> None:
+    """Give the citizens of each fleet index in `indexes` one person: the smallest id among
+    them; a row without an index (`pk`, or every such row when `pk` is None) is its own."""
+    for index in sorted({i for i in indexes if i}):
+        tx.execute("UPDATE hq_citizens SET person_id = (SELECT min(c.id) FROM hq_citizens c "
+                   "WHERE c.cnic_index = ?) WHERE cnic_index = ?", [index, index])
+    if pk is None:
+        tx.execute("UPDATE hq_citizens SET person_id = COALESCE((SELECT min(c.id) FROM "
+                   "hq_citizens c WHERE c.cnic_index = hq_citizens.cnic_index), id)")
+    else:
+        tx.execute("UPDATE hq_citizens SET person_id = id WHERE id = ? AND cnic_index IS NULL",
+                   [pk])
 
 
 def _pages(tx: Tx, tbl: str) -> Iterator[list[Any]]:
@@ -235,4 +266,6 @@ def rebuild(tx: Tx, tables: list[str] | None = None,
             if progress:
                 progress(name, done, total)
         counts[name] = done
+        if p.derived:
+            link_persons(tx, None, [])
     return counts

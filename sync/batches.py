@@ -73,6 +73,13 @@ def seal_batch(identity: NodeIdentity, records: list[dict[str, Any]]) -> bytes:
     return envelope.seal(header, records, identity.key, identity.hq_hpke_public)
 
 
+def seal_request(identity: NodeIdentity, kind: str, body: dict[str, Any]) -> bytes:
+    """A request to HQ (e.g. a citizen `lookup`), encrypted to HQ and signed by the node;
+    HQ answers it with a downstream item."""
+    return envelope.seal({"kind": kind, "node": identity.node_id}, body, identity.key,
+                         identity.hq_hpke_public)
+
+
 def seal_down_ack(identity: NodeIdentity, down_seq: int,
                   refused: list[dict[str, Any]] | None = None) -> bytes:
     """The node's ack of the downstream items it has processed, encrypted to HQ and signed.

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 MAGIC = b"KEV"
 VERSION = 1
-KINDS = ("batch", "ack", "down", "status", "renew", "resume")
+KINDS = ("batch", "ack", "down", "status", "renew", "resume", "lookup")
 MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 MAX_HEADER_BYTES = 4096
 MAX_BODY_BYTES = 32 * 1024 * 1024  # decompressed

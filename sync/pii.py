@@ -11,6 +11,10 @@ index of a CNIC is `f<version>:` + HMAC-SHA256(key, normalised CNIC) in hex,
 computed the same way at every node and at HQ. The key reaches a node sealed
 to its enrollment HPKE key (`seal_fleet_key`), in the enrollment bundle and as
 the downstream kind `fleet_key`.
+
+A citizen HQ sends a node (the answer to a reception lookup, downstream kind
+`citizen`) is sealed the same way (`seal_to_node`): HQ's downstream queue on
+disk holds ciphertext only, and only that node opens it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 from typing import Any
 
@@ -114,3 +119,31 @@ def open_fleet_key(private: x25519.X25519PrivateKey, node_id: str,
     if len(key) != FLEET_KEY_BYTES:
         raise SealedKeyError("fleet key: wrong length")
     return version, key
+
+
+def _citizen_info(node_id: str, request_id: str) -> bytes:
+    """HPKE `info` of a sealed citizen: binds it to its node and to the lookup it answers."""
+    return f"khidmat/v1/citizen|{node_id}|{request_id}".encode()
+
+
+def seal_to_node(public_pem: str, node_id: str, request_id: str, data: Any) -> str:
+    """`data` (JSON) sealed to a node's enrollment HPKE key for one lookup, base64 text."""
+    public = serialization.load_pem_public_key(public_pem.encode())
+    if not isinstance(public, x25519.X25519PublicKey):
+        raise SealedKeyError("the node's HPKE key is not X25519")
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+    sealed = _SUITE.encrypt(text, public, info=_citizen_info(node_id, request_id))
+    return base64.b64encode(sealed).decode("ascii")
+
+
+def open_at_node(private: x25519.X25519PrivateKey, node_id: str, request_id: str,
+                 sealed: Any) -> Any:
+    """Inverse of `seal_to_node`; SealedKeyError when it is not for this node and lookup."""
+    if not isinstance(sealed, str):
+        raise SealedKeyError("sealed data: not text")
+    try:
+        text = _SUITE.decrypt(base64.b64decode(sealed, validate=True), private,
+                              info=_citizen_info(node_id, request_id))
+        return json.loads(text)
+    except Exception as exc:  # InvalidTag, bad base64 or JSON: all the same to the caller
+        raise SealedKeyError("sealed data: does not open with this node's key") from exc

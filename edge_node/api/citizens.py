@@ -6,11 +6,14 @@ from typing import Any
 
 from flask import Blueprint, g
 
+from edge_node import lifecycle
 from edge_node.api.routing import api_route, node
 from edge_node.api.schema import Field, at_least_one
 from edge_node.api.shapes import STR, nullable, obj
 from edge_node.domain import citizens
 from edge_node.domain.roles import OPERATORS, RECEPTION
+from edge_node.errors import NotFoundError
+from edge_node.replication import lookup as hq_lookup
 
 bp = Blueprint("citizens", __name__, url_prefix="/api")
 
@@ -48,12 +51,28 @@ def register(body: dict[str, Any]) -> dict[str, Any]:
         id_kind=body["id_kind"] or "cnic", actor=actor, now=now))
 
 
-@api_route(bp, "/citizens/lookup", "GET", summary="Find a citizen by CNIC", roles=ROLES,
-           response=CITIZEN, query=[CNIC_FIELD], errors=(404,))
+NOT_HERE = {"not_found": "no citizen is registered with this CNIC, here or at HQ",
+            "unavailable": "no citizen is registered with this CNIC here, and HQ could not be "
+                           "asked (offline or no answer): register the citizen; HQ links the "
+                           "records later"}
+
+
+@api_route(bp, "/citizens/lookup", "GET", summary="Find a citizen by CNIC (here, else at HQ "
+           "when online: filled in here)", roles=ROLES, response=CITIZEN, query=[CNIC_FIELD],
+           errors=(404,))
 def lookup(query: dict[str, Any]) -> dict[str, Any]:
-    """Through the blind index: the CNIC is never compared in clear."""
+    """Through the blind index: the CNIC is never compared in clear. Not here and online:
+    HQ is asked by fleet index, waiting at most 3 s (edge_node/replication/lookup.py)."""
     n = node()
-    return citizens.lookup(n.reader(), n.keys, query["cnic"])
+    try:
+        return citizens.lookup(n.reader(), n.keys, query["cnic"])
+    except NotFoundError:
+        outcome, found = hq_lookup.ask_hq(n, lifecycle.current_agent(),
+                                          citizens.parse_cnic(query["cnic"]).text,
+                                          str(g.staff["id"]))
+    if found is None:
+        raise NotFoundError(NOT_HERE[outcome])
+    return found
 
 
 @api_route(bp, "/citizens/<citizen_id>", "GET", summary="One citizen", roles=ROLES,

@@ -269,3 +269,66 @@ def update(db: Database, keys: NodeKeys, citizen_id: str, *, name: str | None,
     fields = sorted(column.removesuffix("_enc") for column in changes)
     audit.append(db, actor, "citizen.update", "citizen", citizen_id, now, {"fields": fields})
     return get_citizen(db, keys, citizen_id)
+
+
+def _clock_entry(entry: Any) -> dict[str, str | None] | None:
+    """A field clock as HQ sent it (`{"hlc", "base"}`), or None when malformed."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("hlc"), str):
+        return None
+    base = entry.get("base")
+    return {"hlc": entry["hlc"], "base": base if isinstance(base, str) else None}
+
+
+def receive(db: Database, keys: NodeKeys, data: dict[str, Any], now: str) -> str:
+    """A citizen HQ sent in answer to a lookup, filled in here (writer); returns the id held.
+
+    Kept under HQ's id with HQ's field clocks, so the row this node captures
+    merges at HQ as the write it already holds and later edits here merge into
+    the same record. A row of that id takes each field whose clock HQ has newer;
+    a citizen of the same CNIC registered here meanwhile stays (HQ links the two).
+    """
+    errors: list[str] = []
+    identity = _attempt(lambda: parse_cnic(str(data["cnic"])), errors)
+    clean_name = _attempt(lambda: check_name(str(data["name"])), errors)
+    phone = data.get("phone")
+    clean_phone = _attempt(lambda: normalise_phone(str(phone)), errors) \
+        if phone is not None else None
+    citizen_id, id_kind = data["id"], data.get("id_kind")
+    if id_kind not in ID_KINDS:
+        errors.append(f"id_kind: must be one of {', '.join(ID_KINDS)}")
+    if not isinstance(citizen_id, str) or not 0 < len(citizen_id) <= 128:
+        errors.append("id: must be text of 1-128 characters")
+    _raise_collected(errors)
+    citizen_id = str(citizen_id)
+    assert identity is not None and clean_name is not None
+    raw = data.get("clocks")
+    given: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    clocks = {name: entry for name in CLOCKED_FIELDS
+              if (entry := _clock_entry(given.get(name))) is not None}
+    values = {"cnic_index": pii.cnic_index(keys, identity.text),
+              "cnic_enc": pii.encrypt(keys, TABLE, "cnic_enc", identity.text),
+              "name_enc": pii.encrypt(keys, TABLE, "name_enc", clean_name),
+              "phone_enc": pii.encrypt_optional(keys, TABLE, "phone_enc", clean_phone),
+              "id_kind": id_kind}
+    same = _by_index(db, pii.cnic_index_candidates(keys, identity.text))
+    if same is not None and same["id"] != citizen_id:
+        return str(same["id"])
+    if same is None:
+        fresh = json.loads(stamp_fields(db, "{}", list(CLOCKED_FIELDS)))
+        db.table(TABLE).insert({
+            "id": citizen_id, **values, "created_at": data.get("created_at") or now,
+            "updated_at": data.get("updated_at") or now,
+            "field_hlc": json.dumps({**fresh, **clocks}, sort_keys=True)})
+        audit.append(db, None, "citizen.received", "citizen", citizen_id, now)
+        return citizen_id
+    held = json.loads(same["field_hlc"] or "{}")
+    newer = [name for name in ("name_enc", "phone_enc", "id_kind") if name in clocks
+             and str(clocks[name]["hlc"]) > held.get(name, {}).get("hlc", "")]
+    if newer:
+        db.table(TABLE).update(citizen_id, {
+            **{name: values[name] for name in newer}, "updated_at": now,
+            "field_hlc": json.dumps({**held, **{n: clocks[n] for n in newer}},
+                                    sort_keys=True)})
+        audit.append(db, None, "citizen.received", "citizen", citizen_id, now,
+                     {"fields": sorted(n.removesuffix("_enc") for n in newer)})
+    return citizen_id

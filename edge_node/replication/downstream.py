@@ -1,12 +1,12 @@
 """Downstream items from HQ: one handler per kind, and the refusals the node keeps.
 
 HQ sends catalog versions, staff accounts (hashes only), application
-decisions, revocations, renewed certificates and fleet index keys
-(fleet_key.py). Each handler is idempotent and runs in a savepoint: an item
-the node will not apply changes nothing and is kept as a refusal (reason code,
-text without PII) for the down ack. NodeOutbox.apply_down (port.py) calls
-`apply_item` and `record_refusal` in the transaction that records the
-downstream seq.
+decisions, revocations, renewed certificates, fleet index keys
+(fleet_key.py) and citizens a lookup asked for (lookup.py). Each handler is
+idempotent and runs in a savepoint: an item the node will not apply changes
+nothing and is kept as a refusal (reason code, text without PII) for the down
+ack. NodeOutbox.apply_down (port.py) calls `apply_item` and `record_refusal` in
+the transaction that records the downstream seq.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edge_node.errors import ConflictError, EdgeError
 from edge_node.node import Node
 from edge_node.paths import sync_dir
 from edge_node.replication.fleet_key import apply_fleet_key
+from edge_node.replication.lookup import apply_citizen
 from edge_node.store import meta
 from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
 from sync.identity import load_cert, load_ec_key
@@ -46,7 +47,8 @@ class Refused(Exception):
 
 FIELD_NAMES = frozenset(STAFF_FIELDS) | {
     "accounts", "agencies", "services", "documents", "priority_classes", "catalog_version",
-    "code", "queue_prefix", "name_en", "name_ur", "reference", "status", "node_id", "cert"}
+    "code", "queue_prefix", "name_en", "name_ur", "reference", "status", "node_id", "cert",
+    "request", "found", "sealed", "cnic", "name", "id"}
 """Fields a handler reads by name: a missing one is named in the refusal, other keys not."""
 
 
@@ -177,4 +179,5 @@ def _certificate(db: Database, payload: Any, node: Node) -> None:
 
 HANDLERS = {"catalog": _catalog, "staff": _staff, "decision": _decision,
             "revocation": _revocation, "certificate": _certificate,
-            "fleet_key": apply_fleet_key}
+            "fleet_key": apply_fleet_key,
+            "citizen": apply_citizen}

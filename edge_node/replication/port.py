@@ -24,6 +24,7 @@ from edge_node.ids import parse_iso
 from edge_node.node import Node
 from edge_node.paths import is_enrolled, note_exported, sync_dir
 from edge_node.replication.downstream import apply_item, record_refusal, refusals
+from edge_node.replication.lookup import DESK
 from edge_node.store import meta
 from sync.bundle import BundleError, ExportReport, export_outbox
 from sync.changes import iter_changes
@@ -135,7 +136,8 @@ class NodeOutbox:
         """Apply one downstream item and record its seq (skipped if already processed).
 
         An item the node refuses changes nothing; its reason is kept (same
-        transaction as the seq) for the down ack to report to HQ.
+        transaction as the seq) for the down ack to report to HQ. After the commit,
+        a reception lookup this item answered is woken (lookup.py).
         """
         def run(db: Database) -> None:
             if seq <= meta.get_int(db, meta.DOWN_KEY):
@@ -145,7 +147,12 @@ class NodeOutbox:
                 log.warning("downstream %s seq %d refused: %s", kind[:40], seq, refusal[0])
                 record_refusal(db, seq, kind, refusal, self.node.timestamp())
             meta.put(db, meta.DOWN_KEY, seq)
-        self.node.write(run)
+        try:
+            self.node.write(run)
+        except BaseException:
+            DESK.discard(self.node.node_id)
+            raise
+        DESK.release(self.node.node_id)
 
     def refused_down(self) -> list[dict[str, Any]]:
         """The newest refused downstream items, oldest first, as the down ack names them."""

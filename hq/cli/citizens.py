@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hq import fleet_keys
+from hq import fleet_keys, lookups
 from hq import pii as hq_pii
 from hq.cli.common import open_store
 from hq.store import utc_now
@@ -67,13 +67,20 @@ def show(ctx: click.Context, cnic: str | None, citizen_id: str | None, actor: st
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def reads_cmd(ctx: click.Context, citizen_id: str | None, as_json: bool) -> None:
-    """The audit of HQ's reads of citizen data, newest first.
+    """The audit of HQ's reads of citizen data, newest first: reads at HQ (node_id empty)
+    and nodes' reception lookups (who at which node, found / not_found / rate_limited).
 
     Example: edge-hq citizen reads --id 01a2372d-6eed-79d1-a6e1-23d6084ed606
     """
     db = open_store(ctx.obj["db"])
     try:
-        _echo(hq_pii.reads(db, citizen_id), as_json)
+        rows = [{**{k: r[k] for k in ("at", "actor")}, "node_id": None,
+                 "citizen_id": r["citizen_id"], "purpose": r["purpose"]}
+                for r in hq_pii.reads(db, citizen_id)]
+        rows += [{**{k: r[k] for k in ("at", "actor", "node_id", "citizen_id")},
+                  "purpose": f"lookup {r['outcome']} (request {r['request']})"}
+                 for r in lookups.lookups(db, citizen_id)]
+        _echo(sorted(rows, key=lambda r: r["at"], reverse=True), as_json)
     finally:
         db.close()
 

@@ -11,10 +11,12 @@ from flask_babel import gettext
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from edge_node import lifecycle
 from edge_node.domain import citizens, visits
 from edge_node.domain.roles import OPERATORS, RECEPTION
 from edge_node.domain.tickets import ticket_services
 from edge_node.errors import EdgeError, NotFoundError, ValidationError
+from edge_node.replication import lookup
 from local_ui import i18n
 from local_ui.lookups import catalog, local_time
 from local_ui.security import current_staff, node, screen
@@ -25,15 +27,23 @@ TICKET_READERS = RECEPTION | OPERATORS
 QR_SCALE = 4
 
 
-def _find(cnic: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(citizen, error) for a CNIC typed at the desk; (None, None) when not registered."""
+def _find(cnic: str) -> tuple[dict[str, Any] | None, str | None, str]:
+    """(citizen, error, where) for a CNIC typed at the desk.
+
+    `where`: `here`; else, asked of HQ when online (edge_node/replication/lookup.py),
+    `hq` (filled in here from HQ), `not_found` (not at HQ either) or `unavailable`
+    (offline or no answer in time: register here, HQ links the records later).
+    """
     n = node()
     try:
-        return citizens.lookup(n.reader(), n.keys, cnic), None
+        return citizens.lookup(n.reader(), n.keys, cnic), None, "here"
     except NotFoundError:
-        return None, None
+        pass
     except ValidationError as exc:
-        return None, i18n.error_text(exc)
+        return None, i18n.error_text(exc), "here"
+    outcome, found = lookup.ask_hq(n, lifecycle.current_agent(), citizens.parse_cnic(cnic).text,
+                                   str((current_staff() or {}).get("id", "")))
+    return found, None, "hq" if outcome == "found" else outcome
 
 
 def _citizen(citizen_id: str | None) -> dict[str, Any] | None:
@@ -52,12 +62,12 @@ def _citizen(citizen_id: str | None) -> dict[str, Any] | None:
 def desk() -> Response:
     """Step 1: citizen and services; step 2 (services chosen): the document checklist."""
     cnic = request.args.get("cnic", "").strip()
-    found, cnic_error = _find(cnic) if cnic else (None, None)
+    found, cnic_error, where = _find(cnic) if cnic else (None, None, "here")
     chosen = _citizen(request.args.get("citizen")) or found
     data = catalog(node().reader())
     picked = [c for c in request.args.getlist("services") if c in data["services_by_code"]]
     priority = request.args.get("priority", "normal")
-    return render("reception.html", cnic=cnic, cnic_error=cnic_error, citizen=chosen,
+    return render("reception.html", cnic=cnic, cnic_error=cnic_error, citizen=chosen, where=where,
                   searched=bool(cnic) and cnic_error is None, catalog=data, picked=picked,
                   priority=priority if priority in data["priorities_by_code"] else "normal")
 

@@ -202,3 +202,14 @@ def test_technician_without_doctor(ui_client: Client, monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "edge_node.ops.doctor", None)  # import raises ImportError
     page = ui_client("technician").get("/technician").get_data(as_text=True)
     assert "not installed" in page and "session_idle_minutes" in page
+
+
+def test_reception_offline_says_hq_links_later(ui_client: Client, node: Node) -> None:
+    """A CNIC not held here, with no link to HQ: the desk says HQ could not be asked and
+    offers registration as always (in English and in Urdu)."""
+    client = ui_client("reception")
+    page = client.get("/reception?cnic=35202-1234567-1").get_data(as_text=True)
+    assert 'id="hq-unavailable"' in page and "HQ links the records later" in page
+    assert 'id="register-form"' in page
+    page = client.get("/reception?cnic=35202-1234567-1&lang=ur").get_data(as_text=True)
+    assert "ہیڈ آفس بعد میں ریکارڈ جوڑ دے گا" in page
