@@ -87,7 +87,7 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
                        f"{worker_id}-{i + 1}") for i in range(workers)]
     except (IdentityError, ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
-    if any(w.db.pii_key is None for w in pool):  # citizens' data could not be stored
+    if any(w.db.pii_keys is None for w in pool):  # citizens' data could not be stored
         raise click.ClickException("no PII field key for this store: give --pii-key FILE "
                                    "(EDGE_HQ_PII_KEY)")
     stop = threading.Event()
