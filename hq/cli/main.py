@@ -24,7 +24,7 @@ import click
 from hq import decisions as hq_decisions
 from hq.bundles import import_bundle
 from hq.chain import verify_chain
-from hq.cli.citizens import citizen, fleet_key
+from hq.cli.citizens import citizen, fleet_key, pii_key
 from hq.cli.common import open_store, print_rows
 from hq.cli.decisions import decisions_cmd
 from hq.cli.pki import broker_config, ca, node
@@ -372,5 +372,5 @@ def publish_decision(ctx: click.Context, reference: str, status: str, reason: st
                f"(seq {queued.seq}); see `edge-hq decisions`")
 
 
-for command in (ca, node, broker_config, citizen, fleet_key, decisions_cmd):
+for command in (ca, node, broker_config, citizen, fleet_key, pii_key, decisions_cmd):
     main.add_command(command)
