@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from hq.pii_keys import Keyring
+
 
 class Tx(Protocol):
     """An HQ store connection: SQL with `?` placeholders on either dialect."""
 
     dialect: str
-    pii_key: bytes | None  # HQ's PII field key (hq/pii.py); None: not configured
+    pii_keys: Keyring | None  # HQ's PII field key versions (hq/pii_keys.py); None: not configured
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement."""

@@ -2,11 +2,13 @@
 
 Nodes send PII fields in clear inside the sealed envelope (sync/pii.py). On
 apply (`protect`, hq/ingest.py) each one is encrypted under HQ's field key —
-AES-256-GCM, `h1:` + base64(nonce || ciphertext+tag), the table and column
-bound as associated data as on the node — before it reaches the merge state,
-the projections or the disk. The key lives outside the database: for SQLite in
-`<db>.pii.key` beside the store (made with it, 0600), for PostgreSQL in the
-file `--pii-key` / EDGE_HQ_PII_KEY names. `hq_meta` keeps the key's id, so a
+AES-256-GCM, `h<version>:` + base64(nonce || ciphertext+tag), the table and
+column bound as associated data as on the node — before it reaches the merge
+state, the projections or the disk. The key lives outside the database: for
+SQLite in `<db>.pii.key` beside the store (made with it, 0600), for PostgreSQL
+in the file `--pii-key` / EDGE_HQ_PII_KEY names; the file holds the key's
+versions (hq/pii_keys.py) and `edge-hq pii-key rotate` moves every value to a
+new one (hq/pii_rotate.py). `hq_meta` keeps the current version's id, so a
 store opened with another key file is refused instead of mixing keys.
 
 The projection `hq_citizens.cnic_index` is HQ's own: the fleet index of the
@@ -19,12 +21,8 @@ who, when, which citizen, why.
 from __future__ import annotations
 
 import base64
-import contextlib
-import hashlib
-import hmac
 import os
-import secrets
-import stat
+import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,20 +31,17 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from certs.files import create_new
+from hq import pii_keys
 from hq.dbapi import Tx
+from hq.pii_keys import Keyring
+from hq.pii_keys import PIIKeyError as PIIKeyError  # callers catch it from here
 from sync.merge import State
 from sync.pii import BLIND_INDEXED, CLEAR, PII_FIELDS, fleet_index
 
-PREFIX = "h1:"
+PREFIX = "h1:"  # the first version's; a value under version N starts `hN:`
+HELD = re.compile(r"^h([1-9][0-9]{0,8}):")
 NONCE_BYTES = 12
-KEY_BYTES = 32
-KEY_ID_META = "pii_key_id"
 ENV_KEY_FILE = "EDGE_HQ_PII_KEY"
-
-
-class PIIKeyError(RuntimeError):
-    """HQ's field key is missing, unreadable, malformed or not this store's; one sentence."""
 
 
 def default_key_file(dialect: str, db_path: Path | None) -> Path | None:
@@ -57,51 +52,23 @@ def default_key_file(dialect: str, db_path: Path | None) -> Path | None:
     return Path(env) if env else None
 
 
-def load_key(path: Path, create: bool) -> bytes:
-    """The 32-byte field key from `path` (made, 0600, when absent and `create`)."""
-    if not path.exists() and create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another opener made it: use theirs
-            create_new(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as exc:
-        raise PIIKeyError(f"{path}: HQ's PII field key file is missing (restore it from the "
-                          "key backup; without it HQ cannot read citizens' data)") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PIIKeyError(f"{path}: key file is readable by other users (mode "
-                          f"{oct(mode & 0o777)}); fix with: chmod 600 {path}")
-    try:
-        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PIIKeyError(f"{path}: PII key file is malformed") from exc
-    if len(key) != KEY_BYTES:
-        raise PIIKeyError(f"{path}: PII key file is malformed")
-    return key
-
-
-def key_id(key: bytes) -> str:
-    """A public fingerprint of the field key (recorded in hq_meta, compared on open)."""
-    return hmac.new(key, b"khidmat/hq-pii-key-id", hashlib.sha256).hexdigest()[:32]
-
-
-def bind_key(tx: Tx, key: bytes, path: Path) -> None:
-    """Record the key's id on first use; refuse a key file that is not this store's."""
-    tx.execute("INSERT INTO hq_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-               [KEY_ID_META, key_id(key)])  # openers racing on a new store: the first wins
-    row = tx.execute("SELECT value FROM hq_meta WHERE key = ?", [KEY_ID_META]).fetchone()
-    if row[0] != key_id(key):
-        raise PIIKeyError(f"{path}: this is not the PII key of this HQ store (its data was "
-                          "encrypted under another key file)")
-
-
-def field_key(tx: Tx) -> bytes:
-    """The store's field key, or PIIKeyError when none was configured (PostgreSQL)."""
-    key: bytes | None = getattr(tx, "pii_key", None)
-    if key is None:
+def field_key(tx: Tx) -> Keyring:
+    """The store's field key versions (reloaded when a rotation has begun since they were
+    read), or PIIKeyError when none was configured (PostgreSQL)."""
+    ring: Keyring | None = getattr(tx, "pii_keys", None)
+    if ring is None:
         raise PIIKeyError("HQ has no PII field key: give --pii-key FILE (EDGE_HQ_PII_KEY) "
                           "for a PostgreSQL store")
-    return key
+    current = pii_keys.fresh(tx, ring)
+    if current is not ring:
+        tx.pii_keys = current
+    return current
+
+
+def version_of(stored: Any) -> int | None:
+    """The key version of a value HQ encrypted (`h<version>:`), or None for anything else."""
+    found = HELD.match(stored) if isinstance(stored, str) else None
+    return int(found.group(1)) if found else None
 
 
 def _aad(table: str, column: str) -> bytes:
@@ -109,19 +76,26 @@ def _aad(table: str, column: str) -> bytes:
     return f"{table}.{column}".encode()
 
 
-def encrypt(key: bytes, table: str, column: str, plaintext: str) -> str:
-    """One field value under HQ's field key."""
+def encrypt(ring: Keyring, table: str, column: str, plaintext: str) -> str:
+    """One field value under the current version of HQ's field key."""
     nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), _aad(table, column))
-    return PREFIX + base64.b64encode(nonce + sealed).decode("ascii")
+    sealed = AESGCM(ring.keys[ring.current]).encrypt(nonce, plaintext.encode(),
+                                                     _aad(table, column))
+    return f"h{ring.current}:" + base64.b64encode(nonce + sealed).decode("ascii")
 
 
-def decrypt(key: bytes, table: str, column: str, stored: str) -> str:
-    """Inverse of `encrypt`; PIIKeyError (no field content) when it does not verify."""
-    if not isinstance(stored, str) or not stored.startswith(PREFIX):
+def decrypt(ring: Keyring, table: str, column: str, stored: str) -> str:
+    """Inverse of `encrypt` under the value's own version; PIIKeyError (no field content)
+    when it is not HQ's, its version is not held (retired) or it does not verify."""
+    version = version_of(stored)
+    if version is None:
         raise PIIKeyError(f"{table}.{column}: not encrypted under HQ's field key")
+    key = ring.keys.get(version)
+    if key is None:
+        raise PIIKeyError(f"{table}.{column}: encrypted under key version {version}, which "
+                          f"{ring.path} does not hold")
     try:
-        raw = base64.b64decode(stored[len(PREFIX):], validate=True)
+        raw = base64.b64decode(stored.split(":", 1)[1], validate=True)
         plain = AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(table, column))
     except (ValueError, InvalidTag) as exc:
         raise PIIKeyError(f"{table}.{column}: does not decrypt with HQ's field key") from exc
@@ -151,7 +125,7 @@ def upgrade_legacy(state: State, table: str, data: Mapping[str, Any] | None,
     """
     for column in PII_FIELDS.get(table, ()):
         old = state.values.get(column)
-        if data is None or not isinstance(old, str) or old.startswith(PREFIX):
+        if data is None or not isinstance(old, str) or version_of(old) is not None:
             continue
         if column in data and state.clocks.get(column) == field_clocks.get(column):
             state.values[column] = data[column]
@@ -170,8 +144,8 @@ def project_row(tx: Tx, table: str, row: Mapping[str, Any]) -> Mapping[str, Any]
     """The row as projected: for citizens, `cnic_index` is HQ's fleet index of the CNIC."""
     source, target = BLIND_INDEXED.get(table, ("", ""))
     stored = row.get(source) if source else None
-    if getattr(tx, "pii_key", None) is None or not isinstance(stored, str) \
-            or not stored.startswith(PREFIX):
+    if getattr(tx, "pii_keys", None) is None or not isinstance(stored, str) \
+            or version_of(stored) is None:
         return row
     current = current_fleet(tx)
     if current is None:

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlcipher3
 
 from certs.files import create_new
-from hq import pii
+from hq import pii, pii_keys
 from hq.migrations import migrate
 
 RETRIES = 8
@@ -60,7 +60,7 @@ class HQDatabase:
         beside a SQLite store, and EDGE_HQ_PII_KEY for PostgreSQL.
         """
         self.url = url
-        self.pii_key: bytes | None = None
+        self.pii_keys: pii_keys.Keyring | None = None
         self.dialect = "postgresql" if url.startswith(("postgresql://", "postgres://")) \
             else "sqlite"
         if self.dialect == "postgresql":
@@ -85,13 +85,13 @@ class HQDatabase:
         try:
             with self.transaction() as tx:
                 known = tx.execute("SELECT 1 FROM hq_meta WHERE key = ?",
-                                   [pii.KEY_ID_META]).fetchone()
-                key = pii.load_key(path, create=known is None)
-                pii.bind_key(tx, key, path)
-        except pii.PIIKeyError as exc:
+                                   [pii_keys.KEY_ID_META]).fetchone()
+                ring = pii_keys.load(path, create=known is None)
+                pii_keys.bind(tx, ring)
+        except pii_keys.PIIKeyError as exc:
             self.conn.close()
             raise StoreError(str(exc)) from exc
-        self.pii_key = key
+        self.pii_keys = ring
 
     def _sql(self, sql: str) -> str:
         """Placeholders in the connection's style."""

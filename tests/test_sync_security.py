@@ -14,10 +14,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_node import __version__
+from edge_node.bootstrap import init_node
+from edge_node.config import load_settings
 from edge_node.domain import citizens
+from edge_node.errors import NotFoundError
 from edge_node.node import Node
+from edge_node.replication import lookup
 from edge_node.replication.port import NodeOutbox
-from hq import fleet_keys
+from hq import fleet_keys, lookups
 from hq import pii as hq_pii
 from hq.store import HQDatabase, utc_now
 from hq.worker import Worker
@@ -177,7 +181,9 @@ def test_revoked_node_is_shut_out(broker: TLSBroker) -> None:
 
 
 def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> None:
-    """A test-only subscriber allowed to read # sees no CNIC, name or phone during a sync."""
+    """A test-only subscriber allowed to read # sees no CNIC, name or phone during a sync,
+    nor during a citizen lookup: a second node asks HQ for the CNIC it does not hold and
+    gets the citizen back (request by fleet index, answer sealed to that node)."""
     broker = TLSBroker(tmp_path / "broker")
     env = SyncEnv(tmp_path, broker, hq_url)
     broker.start()
@@ -186,7 +192,11 @@ def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> N
     actor = {"id": "s1", "role": "receptionist"}
     node.write(lambda db: citizens.register(db, node.keys, cnic=CNIC, name=NAME, phone=PHONE,
                                             id_kind="cnic", actor=actor, now=node.timestamp()))
+    settings = load_settings(str(tmp_path / "asker"), environ={})
+    init_node(settings, "LHR-01")
+    asker = Node(settings)
     identity = env.enroll(node.node_id, Path(node.settings["data_dir"]) / "sync")
+    asker_identity = env.enroll(asker.node_id, tmp_path / "asker" / "sync", asker.center_id)
     db = HQDatabase(hq_url)
     fleet_keys.distribute(db)  # the fleet index key goes down sealed; the node re-indexes
     fleet = hq_pii.current_fleet(db)
@@ -196,27 +206,40 @@ def test_wiretap_sees_no_plaintext(tmp_path: Path, node: Node, hq_url: str) -> N
     worker.start()
     agent = Agent(NodeOutbox(node), identity, __version__)
     agent.start()
+    asker_agent = Agent(NodeOutbox(asker), asker_identity, __version__)
+    asker_agent.start()
     try:
         wait_for(lambda: bool(node.keys.fleet), 60, "the fleet key to reach the node")
+        wait_for(lambda: bool(asker.keys.fleet), 60, "the fleet key to reach the asker")
         wait_for(lambda: NodeOutbox(node).stats()["count"] == 0, 60, "sync")
         wait_for(lambda: len(admin.messages) >= 5, 10,  # batches, acks, down and status
                  "the admin to see the batches, acks, the downstream and the status")
+        with pytest.raises(NotFoundError):
+            citizens.lookup(asker.reader(), asker.keys, CNIC)
+        before = len(admin.messages)
+        outcome, found = lookup.ask_hq(asker, asker_agent, CNIC, "reception-asker")
+        assert outcome == "found" and found is not None and found["name"] == NAME
+        wait_for(lambda: len(admin.messages) >= before + 2, 10,  # the request and the answer
+                 "the admin to see the lookup request and its answer")
         wire = b"".join(payload for _, payload in admin.messages)
         for secret in (CNIC, CNIC.replace("-", ""), NAME, PHONE, PHONE[1:], "Zainab",
-                       fleet[1].hex(), fleet[1]):
+                       "+92" + PHONE[1:], fleet[1].hex(), fleet[1]):
             assert (secret if isinstance(secret, bytes) else secret.encode()) not in wire
         db = HQDatabase(hq_url)
         try:  # what crossed the wire sealed reached HQ whole, under HQ's key
             seen = hq_pii.read_citizen(db, "auditor", "wiretap test", cnic=CNIC,
                                        now=utc_now())
             assert (seen["name"], seen["phone"]) == (NAME, "+92" + PHONE[1:])
+            assert [r["outcome"] for r in lookups.lookups(db)] == ["found"]
         finally:
             db.close()
     finally:
+        asker_agent.stop()
         agent.stop()
         worker.stop()
         admin.close()
         broker.stop()
+        asker.close()
 
 
 def test_link_hears_no_matching_subscribers(broker: TLSBroker) -> None:

@@ -1,6 +1,6 @@
-"""`edge-hq citizen show|reads` and `edge-hq fleet-key rotate|distribute|status|retire`:
-HQ's audited reads of citizen data and the fleet blind-index key (hq/pii.py,
-hq/fleet_keys.py)."""
+"""`edge-hq citizen show|reads`, `edge-hq fleet-key rotate|distribute|status|retire` and
+`edge-hq pii-key rotate`: HQ's audited reads of citizen data, the fleet blind-index key
+and HQ's own field key (hq/pii.py, hq/fleet_keys.py, hq/pii_rotate.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hq import fleet_keys, lookups
+from hq import fleet_keys, lookups, pii_rotate
 from hq import pii as hq_pii
 from hq.cli.common import open_store
 from hq.store import utc_now
@@ -91,7 +91,7 @@ def fleet_key() -> None:
 
 
 def _run(ctx: click.Context, action: Any) -> Any:
-    """Run one fleet-key action on the store, with one-line errors."""
+    """Run one key action on the store, with one-line errors."""
     db = open_store(ctx.obj["db"])
     try:
         return action(db)
@@ -149,3 +149,31 @@ def retire(ctx: click.Context) -> None:
     """
     retired = _run(ctx, lambda db: db.retrying(fleet_keys.retire_acked))
     click.echo(f"retired versions: {', '.join(map(str, retired)) or 'none'}")
+
+
+@click.group("pii-key")
+def pii_key() -> None:
+    """HQ's own PII field key (citizens' data at rest at HQ): rotate it."""
+
+
+@pii_key.command("rotate")
+@click.option("--batch", "batch", type=click.IntRange(1, 100_000), default=pii_rotate.BATCH,
+              show_default=True, help="Records re-encrypted per transaction.")
+@click.pass_context
+def pii_key_rotate(ctx: click.Context, batch: int) -> None:
+    """Make a new key version, re-encrypt every PII value HQ holds under it, then retire
+    the old version from the key file. Interrupted, it is finished by running it again.
+    Back up the key file afterwards (README "HQ store protection").
+
+    Example: edge-hq --db postgresql://hq@db/hq --pii-key /etc/edge-hq/pii.key pii-key rotate
+    """
+    def progress(table: str, done: int, total: int) -> None:
+        click.echo(f"  {table}: {done}/{total} records", err=True)
+
+    def run(db: Any) -> Any:
+        click.echo(f"rotating {db.pii_keys.path if db.pii_keys else 'the PII key'}", err=True)
+        return pii_rotate.rotate(db, batch=batch, progress=progress)
+    done = _run(ctx, run)
+    retired = ", ".join(map(str, done["retired"])) or "none"
+    click.echo(f"PII key version {done['version']}: {done['reencrypted']} values re-encrypted, "
+               f"retired versions: {retired}; back up the key file now")

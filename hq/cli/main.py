@@ -24,7 +24,7 @@ import click
 from hq import decisions as hq_decisions
 from hq.bundles import import_bundle
 from hq.chain import verify_chain
-from hq.cli.citizens import citizen, fleet_key
+from hq.cli.citizens import citizen, fleet_key, pii_key
 from hq.cli.common import open_store, print_rows
 from hq.cli.decisions import decisions_cmd
 from hq.cli.pki import broker_config, ca, node
@@ -87,7 +87,7 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
                        f"{worker_id}-{i + 1}") for i in range(workers)]
     except (IdentityError, ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
-    if any(w.db.pii_key is None for w in pool):  # citizens' data could not be stored
+    if any(w.db.pii_keys is None for w in pool):  # citizens' data could not be stored
         raise click.ClickException("no PII field key for this store: give --pii-key FILE "
                                    "(EDGE_HQ_PII_KEY)")
     stop = threading.Event()
@@ -372,5 +372,5 @@ def publish_decision(ctx: click.Context, reference: str, status: str, reason: st
                f"(seq {queued.seq}); see `edge-hq decisions`")
 
 
-for command in (ca, node, broker_config, citizen, fleet_key, decisions_cmd):
+for command in (ca, node, broker_config, citizen, fleet_key, pii_key, decisions_cmd):
     main.add_command(command)
