@@ -12,7 +12,7 @@ RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 LINT_PATHS := edge_node sync local_ui certs hq tests bench
 # Tests that need a system service (or minutes) are marked; `make check` leaves them out.
-CHECK_SELECTION := not broker and not postgres and not browser and not slow
+CHECK_SELECTION := not broker and not postgres and not browser and not slow and not tools
 
 .PHONY: run test check lint venv system-deps clean bench fuzz
 

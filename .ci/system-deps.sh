@@ -27,6 +27,7 @@ have mosquitto || apt_install mosquitto
 have chromium || apt_install chromium  # browser tests drive Debian's chromium; none is downloaded
 fc-list 2>/dev/null | grep -q 'Noto Nastaliq Urdu' || apt_install fonts-noto-core  # Urdu screens
 have systemd-analyze || apt_install systemd  # tests verify the unit files
+have promtool || apt_install prometheus  # `tools` tests: promtool checks the alert rules and /metrics
 
 pg_ok() { psql -h "$PG_URL_HOST" -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; }
 
@@ -53,4 +54,4 @@ if ! pg_ok; then
   fi
   pg_ok || { echo "system-deps: PostgreSQL still unreachable at $PG_URL_HOST" >&2; exit 1; }
 fi
-echo "system-deps: ok (mosquitto, postgresql, chromium, fonts)"
+echo "system-deps: ok (mosquitto, postgresql, chromium, fonts, promtool)"

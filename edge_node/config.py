@@ -60,6 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
             "is enrolled (sync directory present)."),
     Setting("sync_dir", "", "Directory of the node's sync keys and broker address; empty "
             "means <data_dir>/sync."),
+    Setting("metrics_token", "", "Bearer token a Prometheus server on another host must send "
+            "to scrape `/metrics`; loopback scrapers need none. Empty: `/metrics` answers "
+            "loopback only."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     Setting("doctor_disk_warn_mib", 1024, "`edge-node doctor` warns when the data directory's "
             "disk has less free space than this, in MiB."),
@@ -109,6 +112,7 @@ class Settings(TypedDict):
     timezone: str
     sync_enabled: bool
     sync_dir: str
+    metrics_token: str
     log_level: str
     doctor_disk_warn_mib: int
     doctor_disk_warn_percent: int

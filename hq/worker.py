@@ -19,6 +19,7 @@ from certs.authority import AuthorityError, open_authority
 from hq.downstream import DownPacer, ack_envelope, pending_envelope
 from hq.enrollment import renew
 from hq.ingest import Ingest
+from hq.metrics import HQMetrics
 from hq.resume import resume_ack_envelope
 from hq.store import HQDatabase, utc_now
 from sync import topics
@@ -33,8 +34,10 @@ class Worker:
     """Consumes upstream envelopes from the broker and applies them to the HQ store."""
 
     def __init__(self, db_url: str, identity: HQIdentity, host: str, port: int,
-                 worker_id: str = "hq-1") -> None:
-        """Open the store and prepare the link (connects on `start`)."""
+                 worker_id: str = "hq-1", metrics: HQMetrics | None = None) -> None:
+        """Open the store and prepare the link (connects on `start`); `metrics` counts
+        what is applied and how long it takes."""
+        self.metrics = metrics
         self.db = HQDatabase(db_url)
         self.identity = identity
         self.ingest = Ingest(self.db, identity.hpke_private, renewer=self._renewer())
@@ -95,7 +98,10 @@ class Worker:
         if topic.endswith("/status"):
             self._status(node_id, payload)
             return
+        started = time.perf_counter()
         outcome = self.ingest.handle(topic, payload, node_id)
+        if self.metrics is not None:
+            self.metrics.observe(outcome, time.perf_counter() - started)
         if outcome.node_id is None or outcome.quarantined:
             return
         if outcome.resume_seq is not None and outcome.acked_seq is not None:

@@ -1,7 +1,8 @@
 """Markers for tests that need a system service, set from their fixtures and checked at run time.
 
-`make check` runs `-m "not broker and not postgres and not browser and not slow"`, so a test
-that needs a service must carry its marker. Most get it here, from what they ask for:
+`make check` runs `-m "not broker and not postgres and not browser and not slow and not
+tools"`, so a test that needs a service must carry its marker. Most get it here, from what
+they ask for:
 
 - `postgres`: any parametrization with the value "postgresql" (the `hq_url` and `hq_store`
   fixtures run each HQ test on SQLite and on PostgreSQL);

@@ -35,17 +35,18 @@ def test_stops_run_newest_first_and_survive_a_failure(node: Node,
 
 
 def test_serve_registers_every_concern_and_stops_them_all(node: Node) -> None:
-    """What `edge-node serve` wires: the agent, the scheduler and the live streams all stop
+    """What `edge-node serve` wires: metrics, the agent, the scheduler and the live streams stop
     (newest first) before the node closes (the caller's last step)."""
     app = create_app(node)
     scheduler = jobs.init_app(app, node)
     agent = runtime.init_app(app, node)  # the test node is not enrolled: no agent
     assert agent is None and lifecycle.running(app).agent is None
     names = [name for name, _ in lifecycle.running(app).stops]
-    assert names == ["live screens", "scheduler", "sync agent"]
+    assert names == ["metrics", "live screens", "scheduler", "sync agent"]
+    assert node.writer.commit_listeners
     stream_stop = app.extensions[live.STOP_EXTENSION]
     assert scheduler.running and not stream_stop.is_set()
     lifecycle.stop_all(app)
-    assert stream_stop.is_set() and not scheduler.running
+    assert stream_stop.is_set() and not scheduler.running and not node.writer.commit_listeners
     with app.app_context():
         assert lifecycle.current_node() is node and lifecycle.current_agent() is None

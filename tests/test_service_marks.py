@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.tls_broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-CHECK_SELECTION = "not broker and not postgres and not browser and not slow"
+CHECK_SELECTION = "not broker and not postgres and not browser and not slow and not tools"
 
 INNER = '''
 import subprocess

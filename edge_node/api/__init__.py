@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from edge_node import lifecycle
-from edge_node.api import errors
+from edge_node.api import errors, metrics
 from edge_node.node import Node
 
 # Blueprint modules, each exporting `bp`; order is the OpenAPI order.
@@ -40,5 +40,6 @@ def create_app(node: Node, test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     for name in BLUEPRINTS:
         app.register_blueprint(import_module(name).bp)
+    metrics.init_app(app)
     logging.getLogger("edge_node").setLevel(node.settings["log_level"])
     return app

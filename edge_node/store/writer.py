@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -45,7 +46,13 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
         self.batches = 0
         self.jobs = 0
+        # Called with (seconds from BEGIN to COMMIT, jobs in the group) after each commit.
+        self.commit_listeners: list[Callable[[float, int], None]] = []
         self._thread.start()
+
+    def queue_depth(self) -> int:
+        """Writes queued and not yet taken by the writer thread (approximate)."""
+        return self._queue.qsize()
 
     def submit(self, fn: Callable[[Database], T]) -> Future[T]:
         """Queue `fn(db)`; the future resolves after its transaction commits."""
@@ -91,6 +98,7 @@ class Writer:
     def _commit_group(self, batch: list[_Job]) -> None:
         """Run every job in one transaction and resolve the futures after COMMIT."""
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        started = time.monotonic()
         try:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -105,11 +113,20 @@ class Writer:
             return
         self.batches += 1
         self.jobs += len(batch)
+        self._tell_listeners(time.monotonic() - started, len(batch))
         for job, result, error in outcomes:
             if error is None:
                 job.future.set_result(result)
             else:
                 job.future.set_exception(error)
+
+    def _tell_listeners(self, seconds: float, jobs: int) -> None:
+        """Report a commit; a failing listener (metrics) never fails the writes."""
+        for listener in self.commit_listeners:
+            try:
+                listener(seconds, jobs)
+            except Exception:
+                log.exception("commit listener failed")
 
     def _run_job(self, job: _Job) -> tuple[_Job, Any, BaseException | None]:
         """Run one job inside a savepoint; an error that ends the transaction aborts the group."""

@@ -30,6 +30,7 @@ from hq.cli.decisions import decisions_cmd
 from hq.cli.pki import broker_config, ca, node
 from hq.downstream import enqueue
 from hq.fleet import conflict_rows, fleet, quarantine_rows
+from hq.metrics import DEFAULT_METRICS_HOST, HQMetrics
 from hq.pii import ENV_KEY_FILE
 from hq.projections import PROJECTIONS, rebuild
 from hq.refusals import refused_rows
@@ -72,20 +73,28 @@ def main(ctx: click.Context, db_url: str, pii_key: str | None) -> None:
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Ingest workers in this process (each its own connection).")
 @click.option("--worker-id", default="hq", show_default=True, help="Client id prefix.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              envvar="EDGE_HQ_METRICS_PORT", help="Serve Prometheus /metrics here (0: off).")
+@click.option("--metrics-host", default=DEFAULT_METRICS_HOST, show_default=True,
+              envvar="EDGE_HQ_METRICS_HOST", help="Address of the /metrics server.")
 @click.pass_context
-def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_id: str) -> None:
+def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_id: str,
+          metrics_port: int, metrics_host: str) -> None:
     """Run ingest workers on the shared subscription until SIGTERM.
 
-    Example: edge-hq serve --broker localhost:8883 --workers 2
+    Example: edge-hq serve --broker localhost:8883 --workers 2 --metrics-port 9108
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = broker.rpartition(":")
     try:
         identity = load_hq_identity(Path(keys_dir))
+        metrics = HQMetrics(ctx.obj["db"] if metrics_port else None)
         pool = [Worker(ctx.obj["db"], identity, host or "localhost", int(port),
-                       f"{worker_id}-{i + 1}") for i in range(workers)]
-    except (IdentityError, ValueError, StoreError) as exc:
+                       f"{worker_id}-{i + 1}", metrics) for i in range(workers)]
+        if metrics_port:
+            metrics.serve(metrics_port, metrics_host)
+    except (IdentityError, ValueError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if any(w.db.pii_keys is None for w in pool):  # citizens' data could not be stored
         raise click.ClickException("no PII field key for this store: give --pii-key FILE "
@@ -104,6 +113,7 @@ def serve(ctx: click.Context, keys_dir: str, broker: str, workers: int, worker_i
                 lambda line: click.echo(line, err=True))
     for worker in pool:
         worker.stop()
+    metrics.close()
 
 
 def _link_up(worker: Any) -> bool:
