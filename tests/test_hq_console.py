@@ -115,6 +115,9 @@ def test_client_throttled_after_many_failures(sqlite_app: Flask) -> None:
     for n in range(security.THROTTLE_ATTEMPTS):
         assert sign_in(client, f"nobody{n}", "123456")[0] == 401
     assert sign_in(client, "amina", pyotp.TOTP(secret).now())[0] == 429
+    assert action_rows(sqlite_app)[0]["outcome"] == "throttled"
+    with sqlite_app.extensions["hq_store"].use() as db:
+        assert accounts.listing(db)[0]["failed_count"] == 0  # the password was never checked
 
 
 def test_post_without_csrf_is_refused(sqlite_app: Flask) -> None:

@@ -25,9 +25,11 @@ def login() -> str | BaseResponse | tuple[str, int]:
     if request.method == "GET":
         return render_template("login.html", expired=session.pop("expired", False))
     client = security.client()
-    if security.throttle().blocked(client):
-        abort(429)
     username = request.form.get("username", "").strip().lower()[:MAX_FIELD]
+    if security.throttle().blocked(client):
+        with security.store().use() as db, db.transaction() as tx:
+            actions.record(tx, username or "-", "sign_in", None, "throttled", client)
+        abort(429)
     password = request.form.get("password", "")[:MAX_FIELD]
     code = request.form.get("code", "")[:MAX_FIELD]
     with security.store().use() as db, db.transaction() as tx:
