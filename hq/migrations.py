@@ -153,12 +153,34 @@ def _persons(tx: Tx) -> None:
     projections.link_persons(tx, None, [])
 
 
+CONSOLE = (
+    """CREATE TABLE IF NOT EXISTS hq_accounts (
+        username TEXT PRIMARY KEY, role TEXT NOT NULL, agency TEXT, password_hash TEXT NOT NULL,
+        totp_secret_enc TEXT NOT NULL, totp_last_step BIGINT NOT NULL DEFAULT 0,
+        failed_count BIGINT NOT NULL DEFAULT 0, locked_until TEXT,
+        active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hq_actions (
+        id TEXT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT, outcome TEXT NOT NULL, client TEXT)""",
+    "CREATE INDEX IF NOT EXISTS hq_actions_at ON hq_actions (at)",
+    "CREATE INDEX IF NOT EXISTS hq_actions_actor ON hq_actions (actor, at)",
+)
+
+
+def _console(tx: Tx) -> None:
+    """HQ console accounts (Argon2id hash, TOTP secret under HQ's field key, lockout) and
+    the audit of every console action (hq/console/accounts.py, hq/console/actions.py)."""
+    for ddl in CONSOLE:
+        tx.execute(ddl)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
     ("0003_fleet_keys", _fleet_keys),
     ("0004_decisions", _decisions),
     ("0005_persons", _persons),
+    ("0006_console", _console),
 )
 
 

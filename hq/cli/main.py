@@ -26,6 +26,7 @@ from hq.bundles import import_bundle
 from hq.chain import verify_chain
 from hq.cli.citizens import citizen, fleet_key, pii_key
 from hq.cli.common import open_store, print_rows
+from hq.cli.console import account, console
 from hq.cli.decisions import decisions_cmd
 from hq.cli.pki import broker_config, ca, node
 from hq.downstream import enqueue
@@ -382,5 +383,6 @@ def publish_decision(ctx: click.Context, reference: str, status: str, reason: st
                f"(seq {queued.seq}); see `edge-hq decisions`")
 
 
-for command in (ca, node, broker_config, citizen, fleet_key, pii_key, decisions_cmd):
+for command in (ca, node, broker_config, citizen, fleet_key, pii_key, decisions_cmd, console,
+                account):
     main.add_command(command)

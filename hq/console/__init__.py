@@ -1,0 +1,1 @@
+"""HQ's web console (`edge-hq console`): signed-in screens over the HQ store."""

@@ -1,0 +1,33 @@
+"""The console's screens in the navigation, each shown to the roles that may open it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_babel import lazy_gettext
+
+from hq.console import accounts
+
+EVERYONE = frozenset(accounts.ROLES)
+FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
+AUDIT_ROLES = frozenset({"auditor", "admin"})
+SCREENS = (
+    ("auth.index", lazy_gettext("Home"), EVERYONE),
+    ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
+    ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
+)
+ROLE_NAMES = {
+    "agency_officer": lazy_gettext("Agency officer"),
+    "monitoring_officer": lazy_gettext("Monitoring officer"),
+    "fleet_admin": lazy_gettext("Fleet administrator"),
+    "auditor": lazy_gettext("Auditor"),
+    "admin": lazy_gettext("Administrator"),
+}
+
+
+def items(account: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The screens this account may open."""
+    if account is None:
+        return []
+    return [{"endpoint": e, "label": label} for e, label, roles in SCREENS
+            if account["role"] in roles]
