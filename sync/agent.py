@@ -363,13 +363,14 @@ class Agent:
             log.info("certificate renewal requested")
 
     def _publish_status(self, state: str) -> None:
-        """Retained health (no PII): state, backlog, version, HLC."""
+        """Retained health (no PII): state, backlog, version, HLC, the live summary."""
         self._status_at = time.monotonic()
         stats = self.port.stats()
         message = {"state": state, "backlog": stats.get("count", 0),
                    "oldest_unsent_age_s": stats.get("oldest_age_s"), "version": self.version,
                    "hlc": self.port.hlc_now(), "acked_seq": self.port.acked_seq(),
-                   "down_seq": self.port.down_seq(), "at": time.time()}
+                   "down_seq": self.port.down_seq(), "at": time.time(),
+                   "live": self.port.live_summary()}
         self.link.publish(topics.status(self.identity.node_id),
                           json.dumps(message).encode(), qos=1, retain=True)
 

@@ -34,6 +34,10 @@ class OutboxPort(Protocol):
     def hlc_now(self) -> str:
         """Current HLC reading, for the status message."""
 
+    def live_summary(self) -> dict[str, Any]:
+        """The center's live summary (waiting, longest wait, serving, ...; no PII), sent
+        inside the status message."""
+
     def record_link(self, state: str) -> None:
         """Remember the link state ("online"/"offline") for status readers."""
 

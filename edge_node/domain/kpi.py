@@ -158,3 +158,31 @@ def store_snapshot(db: Database, day: str, now: str, settings: Settings) -> None
     row = {"id": existing[0] if existing else new_id(), "business_date": day,
            "data": json.dumps(data, ensure_ascii=False), "created_at": now}
     db.table("kpi_snapshots").upsert(row, pk="id")
+
+
+def live(db: Database, day: str, now: datetime) -> dict[str, Any]:
+    """The small live summary the node's status message carries (counts and ticket
+    numbers only, no citizen data): waiting, longest wait, now serving, counters open,
+    service-standard breaches, served today, mean rating, standards (minutes)."""
+    oldest = db.execute("SELECT count(*), min(enqueued_at) FROM tickets WHERE "
+                        "business_date = ? AND status = 'waiting'", [day]).fetchone()
+    serving = [r[0] for r in db.execute(
+        "SELECT number FROM tickets WHERE business_date = ? AND status = 'called' "
+        "ORDER BY called_at", [day]).fetchall()]
+    segments = day_segments(db, day)
+    mean = db.execute("SELECT avg(f.rating) FROM feedback f JOIN tickets t ON t.id = "
+                      "f.ticket_id WHERE t.business_date = ?", [day]).fetchone()[0]
+    return {
+        "waiting": oldest[0],
+        "longest_wait_s": round((now - parse_iso(oldest[1])).total_seconds()) if oldest[1]
+        else 0,
+        "now_serving": serving[:20],
+        "counters_open": db.execute("SELECT count(*) FROM counters WHERE state = 'open'"
+                                    ).fetchone()[0],
+        "breaches": len(breaches(segments, now, len(segments))),
+        "served": sum(1 for seg in segments if seg["completed_at"]),
+        "mean_rating": round(mean, 2) if mean is not None else None,
+        "standards": {r[0]: r[1] for r in db.execute(
+            "SELECT code, standard_minutes FROM services").fetchall()},
+        "business_date": day,
+    }

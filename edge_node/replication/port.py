@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlite_utils import Database
 
 from edge_node.config import Settings
-from edge_node.domain import audit, epoch
+from edge_node.domain import audit, epoch, kpi
 from edge_node.domain.pii import clear_for_envelope
 from edge_node.ids import parse_iso
 from edge_node.node import Node
@@ -179,6 +179,10 @@ class NodeOutbox:
                          ).total_seconds() < HQ_CLOCK_EVERY_S:
             return
         self.node.write(lambda db: meta.put(db, meta.HQ_CLOCK_KEY, f"{hq_hlc} {now}"))
+
+    def live_summary(self) -> dict[str, Any]:
+        """Today's live center summary for the status message (kpi.live; no PII)."""
+        return kpi.live(self.node.reader(), self.node.today(), self.node.now())
 
     def summary(self) -> dict[str, Any]:
         """Backlog and link facts read from the database (works without the agent)."""

@@ -11,9 +11,11 @@ from hq.console import accounts
 EVERYONE = frozenset(accounts.ROLES)
 FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
 AUDIT_ROLES = frozenset({"auditor", "admin"})
+MONITORING_ROLES = frozenset({"monitoring_officer", "auditor", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
+    ("monitoring.index", lazy_gettext("Monitoring"), MONITORING_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
 )
 ROLE_NAMES = {
