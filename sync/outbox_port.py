@@ -34,7 +34,7 @@ class OutboxPort(Protocol):
     def hlc_now(self) -> str:
         """Current HLC reading, for the status message."""
 
-    def live_summary(self) -> dict[str, Any]:
+    def live_summary(self) -> dict[str, Any] | None:
         """The center's live summary (waiting, longest wait, serving, ...; no PII), sent
         inside the status message."""
 

@@ -138,3 +138,21 @@ def test_refusals_kept_are_bounded_to_the_newest(node: Node) -> None:
         port.apply_down(seq, "no-such-kind", {})
     seqs = [r["seq"] for r in port.refused_down()]
     assert seqs == list(range(4, MAX_REFUSED_IN_ACK + 4))
+
+
+def test_live_summary_counts_today_and_carries_no_pii(client: FlaskClient, node: Node) -> None:
+    """What the node's status message tells HQ's monitoring room: today's figures, ticket
+    numbers at most, never a citizen's data; and nothing at all rather than a failure."""
+    from tests.test_sync_e2e import issue_tickets
+
+    port = NodeOutbox(node)
+    empty = port.live_summary()
+    assert empty is not None and empty["waiting"] == 0
+    issue_tickets(node, 3)
+    live = port.live_summary()
+    assert live is not None and live["waiting"] == 3
+    assert live["longest_wait_s"] is not None or live["waiting"] == 0
+    text = repr(live)
+    assert "Amina" not in text and "35202" not in text  # no names, no CNICs
+    node.close()  # a closed database: the status must still go out, without the summary
+    assert port.live_summary() is None

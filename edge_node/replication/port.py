@@ -180,9 +180,15 @@ class NodeOutbox:
             return
         self.node.write(lambda db: meta.put(db, meta.HQ_CLOCK_KEY, f"{hq_hlc} {now}"))
 
-    def live_summary(self) -> dict[str, Any]:
-        """Today's live center summary for the status message (kpi.live; no PII)."""
-        return kpi.live(self.node.reader(), self.node.today(), self.node.now())
+    def live_summary(self) -> dict[str, Any] | None:
+        """Today's live center summary for the status message (kpi.live; no PII), or None
+        when it can't be read: the status (backlog, link) must go out regardless."""
+        try:
+            return kpi.live(self.node.reader(), self.node.today(), self.node.now())
+        except Exception as exc:  # a closed database at shutdown, a locked file...
+            log.warning("live summary unavailable (%s); status sent without it",
+                        type(exc).__name__)
+            return None
 
     def summary(self) -> dict[str, Any]:
         """Backlog and link facts read from the database (works without the agent)."""
