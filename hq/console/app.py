@@ -19,7 +19,8 @@ from hq.dbapi import Tx
 from hq.store import HQDatabase
 
 SECRET_META = "console_secret"  # noqa: S105 (the hq_meta row name, not a secret)
-SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.actions")
+SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.actions",
+           "hq.console.views.backoffice")
 
 
 def session_secret(tx: Tx) -> bytes:

@@ -11,9 +11,12 @@ from hq.console import accounts
 EVERYONE = frozenset(accounts.ROLES)
 FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
 AUDIT_ROLES = frozenset({"auditor", "admin"})
+BACKOFFICE_ROLES = frozenset({"agency_officer", "auditor", "admin"})
+DECIDE_ROLES = frozenset({"agency_officer", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
+    ("backoffice.index", lazy_gettext("Back office"), BACKOFFICE_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
 )
 ROLE_NAMES = {
