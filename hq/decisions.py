@@ -17,6 +17,7 @@ otherwise. Nothing is reported applied that the node did not apply.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,19 @@ from hq.store import HQDatabase
 from sync.merge import APPLICATION_RANKS, decision_problem
 
 STATES = ("pending", "applied", "refused")
+REFUSAL_CODES = ("unknown_reference", "several_nodes", "wrong_node", "already", "no_change",
+                 "backwards")
 
 
 class DecisionRefused(ValueError):
-    """A decision HQ will not send: the message says why (no PII)."""
+    """A decision HQ will not send: the message says why (no PII); `code` names the case
+    (a decision_problem code, or REFUSAL_CODES) and `known` the status HQ knows, for
+    screens that say it in the reader's language."""
+
+    def __init__(self, message: str, code: str = "refused", known: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.known = known
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,12 @@ def _holder(tx: HQDatabase, reference: str) -> tuple[str, str]:
                       "ORDER BY node_id LIMIT 2", [reference]).fetchall()
     if not rows:
         raise DecisionRefused(f"unknown application reference {reference}: no node has sent "
-                              "HQ an application with it (wait for its center to sync)")
+                              "HQ an application with it (wait for its center to sync)",
+                              "unknown_reference")
     if len(rows) > 1:
         raise DecisionRefused(f"application reference {reference} is held by several nodes "
-                              f"({rows[0][0]}, {rows[1][0]}); nothing sent")
+                              f"({rows[0][0]}, {rows[1][0]}); nothing sent",
+                              "several_nodes")
     return str(rows[0][0]), str(rows[0][1])
 
 
@@ -70,22 +82,22 @@ def check(tx: HQDatabase, reference: str, status: str, reason: str | None,
     """The node a decision goes to; DecisionRefused when HQ can see it cannot be applied."""
     problem = decision_problem(status, reason)
     if problem is not None:
-        raise DecisionRefused(f"decision on {reference} refused: {problem[1]}")
+        raise DecisionRefused(f"decision on {reference} refused: {problem[1]}", problem[0])
     holder, projected = _holder(tx, reference)
     if node_id is not None and node_id != holder:
         raise DecisionRefused(f"application {reference} is held by node {holder}, not "
-                              f"{node_id}; leave out --node and HQ routes it")
+                              f"{node_id}; leave out --node and HQ routes it", "wrong_node")
     known = _known_status(tx, holder, reference, projected)
     target, current = APPLICATION_RANKS[status], APPLICATION_RANKS.get(known, -1)
     if known == status:
         raise DecisionRefused(f"application {reference} is already {status} (or a decision "
-                              "to it is queued); nothing sent")
+                              "to it is queued); nothing sent", "already", known)
     if target == current:
         raise DecisionRefused(f"application {reference} is {known}; a decision cannot "
-                              f"change it to {status}")
+                              f"change it to {status}", "no_change", known)
     if target < current:
         raise DecisionRefused(f"application {reference} is {known}; its status never moves "
-                              f"back to {status}")
+                              f"back to {status}", "backwards", known)
     return holder
 
 
@@ -115,15 +127,23 @@ def publish(db: HQDatabase, reference: str, status: str, reason: str | None,
     return result
 
 
-def rows(db: HQDatabase, refused_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-    """Decisions, newest first, each with its state from the node's acks (STATES)."""
-    where = "WHERE r.seq IS NOT NULL " if refused_only else ""
+def rows(db: HQDatabase, refused_only: bool = False, limit: int = 100,
+         references: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Decisions, newest first, each with its state from the node's acks (STATES);
+    only those on `references` when given."""
+    conditions, params = (["r.seq IS NOT NULL"] if refused_only else []), []
+    if references is not None:
+        refs = sorted(set(references)) or [""]
+        conditions.append(f"d.reference IN ({', '.join('?' for _ in refs)})")
+        params += refs
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     found = db.execute(
         "SELECT d.node_id, d.seq, d.reference, d.status, d.reason, d.created_at, n.down_acked, "
         "r.reason, r.detail, r.reported_at FROM hq_decisions d "
         "JOIN hq_nodes n ON n.node_id = d.node_id "
         "LEFT JOIN hq_down_refused r ON r.node_id = d.node_id AND r.seq = d.seq "
-        f"{where}ORDER BY d.created_at DESC, d.node_id, d.seq DESC LIMIT ?", [limit]).fetchall()
+        f"{where}ORDER BY d.created_at DESC, d.node_id, d.seq DESC LIMIT ?",
+        [*params, limit]).fetchall()
     out = []
     for node_id, seq, reference, status, reason, created, acked, code, detail, at in found:
         state = "refused" if code is not None else "applied" if seq <= acked else "pending"

@@ -150,10 +150,19 @@ def test_every_route_checks_roles(sqlite_app: Flask) -> None:
         view = sqlite_app.view_functions[rule.endpoint]
         assert hasattr(view, "roles"), f"{rule.rule} has no role check"
         guarded[rule.rule] = view.roles
+    posts = {rule.rule for rule in sqlite_app.url_map.iter_rules()
+             if "GET" not in (rule.methods or set())}
+    assert "/backoffice/decide" in posts
     anonymous = sqlite_app.test_client()
     for role in accounts.ROLES:
         client = signed_in(sqlite_app, role)
         for path, roles in guarded.items():
+            if path in posts:  # a form target: POSTed with the session's token
+                assert anonymous.post(path, data={"csrf_token": csrf(anonymous)}
+                                      ).status_code == 302, path
+                got = client.post(path, data={"csrf_token": csrf(client, "/")}).status_code
+                assert (got != 403) == (role in roles), (role, path, got)
+                continue
             assert anonymous.get(path).status_code == 302, path
             expected = (404 if "<" in path else 200) if role in roles else 403
             assert client.get(path).status_code == expected, (role, path)

@@ -20,7 +20,7 @@ from hq.store import HQDatabase
 
 SECRET_META = "console_secret"  # noqa: S105 (the hq_meta row name, not a secret)
 SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.actions",
-           "hq.console.views.monitoring")
+           "hq.console.views.monitoring", "hq.console.views.backoffice")
 
 
 def session_secret(tx: Tx) -> bytes:

@@ -12,10 +12,13 @@ EVERYONE = frozenset(accounts.ROLES)
 FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
 AUDIT_ROLES = frozenset({"auditor", "admin"})
 MONITORING_ROLES = frozenset({"monitoring_officer", "auditor", "admin"})
+BACKOFFICE_ROLES = frozenset({"agency_officer", "auditor", "admin"})
+DECIDE_ROLES = frozenset({"agency_officer", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
     ("monitoring.index", lazy_gettext("Monitoring"), MONITORING_ROLES),
+    ("backoffice.index", lazy_gettext("Back office"), BACKOFFICE_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
 )
 ROLE_NAMES = {
