@@ -149,14 +149,21 @@ def test_every_route_checks_roles(sqlite_app: Flask) -> None:
             continue
         view = sqlite_app.view_functions[rule.endpoint]
         assert hasattr(view, "roles"), f"{rule.rule} has no role check"
-        guarded[rule.rule] = view.roles
+        guarded[rule.rule] = (view.roles, "GET" in (rule.methods or ()))
     anonymous = sqlite_app.test_client()
     for role in accounts.ROLES:
         client = signed_in(sqlite_app, role)
-        for path, roles in guarded.items():
-            assert anonymous.get(path).status_code == 302, path
-            expected = 200 if role in roles else 403
-            assert client.get(path).status_code == expected, (role, path)
+        token = csrf(client, "/")
+        for path, (roles, readable) in guarded.items():
+            if readable:
+                assert anonymous.get(path).status_code == 302, path
+                expected = 200 if role in roles else 403
+                assert client.get(path).status_code == expected, (role, path)
+                continue
+            # an action (POST only): an empty form is refused with a message, never a 500
+            assert anonymous.post(path).status_code == 400, path  # no session, no CSRF token
+            status = client.post(path, data={"csrf_token": token}).status_code
+            assert status == (400 if role in roles else 403), (role, path)
 
 
 def test_auditor_cannot_post_anything(sqlite_app: Flask) -> None:

@@ -10,10 +10,12 @@ from hq.console import accounts
 
 EVERYONE = frozenset(accounts.ROLES)
 FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
+FLEET_ADMIN_ROLES = frozenset({"fleet_admin", "admin"})
 AUDIT_ROLES = frozenset({"auditor", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
+    ("fleet_admin.index", lazy_gettext("Fleet administration"), FLEET_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
 )
 ROLE_NAMES = {
