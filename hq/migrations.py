@@ -174,6 +174,12 @@ def _console(tx: Tx) -> None:
         tx.execute(ddl)
 
 
+def _action_detail(tx: Tx) -> None:
+    """A free-text detail on an audited console action (e.g. why a node was revoked)."""
+    if not has_column(tx, "hq_actions", "detail"):
+        tx.execute("ALTER TABLE hq_actions ADD COLUMN detail TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
@@ -181,6 +187,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0004_decisions", _decisions),
     ("0005_persons", _persons),
     ("0006_console", _console),
+    ("0007_action_detail", _action_detail),
 )
 
 

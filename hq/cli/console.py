@@ -9,6 +9,7 @@ import pyotp
 import waitress
 
 from hq.cli.common import open_store, print_rows
+from hq.cli.pki import keys_option
 from hq.console import accounts, actions, demo
 from hq.console.app import create_app
 from hq.store import StoreError
@@ -28,8 +29,10 @@ def cli_actor() -> str:
               help="On a store with no nodes and no accounts: simulated centers and nodes and "
                    "one demo account per role (printed with their TOTP secrets).")
 @click.option("--threads", type=click.IntRange(1, 32), default=4, show_default=True)
+@keys_option
 @click.pass_context
-def console(ctx: click.Context, host: str, port: int, with_demo: bool, threads: int) -> None:
+def console(ctx: click.Context, host: str, port: int, with_demo: bool, threads: int,
+            keys_dir: str) -> None:
     """Serve the HQ web console.
 
     Example: edge-hq console --port 8090
@@ -45,7 +48,7 @@ def console(ctx: click.Context, host: str, port: int, with_demo: bool, threads: 
         for line in demo.describe(made or []):
             click.echo(line)
     try:
-        app = create_app(ctx.obj["db"], host=host)
+        app = create_app(ctx.obj["db"], host=host, keys_dir=keys_dir)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"HQ console on http://{host}:{port}/")

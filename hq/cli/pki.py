@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography import x509
 
 from certs.authority import AuthorityError, ensure_broker_admin, init_authority, open_authority
 from certs.broker import (
@@ -15,15 +14,12 @@ from certs.broker import (
     BrokerConfigError,
     Owner,
     add_node_commands,
-    recorded_dirs,
-    refresh_broker_dirs,
     remove_node_commands,
     write_broker_dir,
 )
-from certs.broker_control import AdminEndpoint, BrokerUnreachable, send
 from certs.enroll import EnrollError, fingerprint, read_json
 from certs.files import write_atomic
-from certs.hostnames import names_host, server_names
+from hq.broker_sync import BrokerNameError, active_nodes, check_broker_name, refresh_brokers
 from hq.cli.common import open_store
 from hq.enrollment import revoke, sign_request
 
@@ -99,23 +95,13 @@ def _check_broker_name(keys: Path, host: str, port: str) -> None:
     The node checks the broker's certificate against the host in its bundle, as any TLS
     client does; only the broker certificate of this key directory can be checked here.
     """
-    path = keys / "broker.pem"
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
-        click.echo(f"warning: cannot read {path}; not checked that the broker certificate "
-                   f"is valid for {host}", err=True)
-        return
-    if names_host(cert, host):
-        return
-    names = server_names(cert)
-    listed = ", ".join(names) or "no name at all"
-    hint = f" (e.g. --broker {names[0]}:{port})" if names else ""
-    raise click.ClickException(
-        f"--broker {host}: the broker certificate {path} is valid for {listed}, not {host}; "
-        f"a node given this address could never connect. Sign with a name the certificate "
-        f"holds{hint}, or first re-issue the broker certificate with {host} among its names. "
-        "Nothing was signed.")
+        checked = check_broker_name(keys, host, port)
+    except BrokerNameError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not checked:
+        click.echo(f"warning: cannot read {keys / 'broker.pem'}; not checked that the broker "
+                   f"certificate is valid for {host}", err=True)
 
 
 @node.command("revoke")
@@ -147,45 +133,36 @@ def _active_nodes(db_url: str) -> list[str]:
     """Enrolled, unrevoked node ids: the broker lets exactly these in."""
     db = open_store(db_url)
     try:
-        return [row[0] for row in
-                db.execute("SELECT node_id FROM hq_nodes WHERE revoked = 0").fetchall()]
+        return active_nodes(db)
     finally:
         db.close()
 
 
 def _refresh_brokers(keys: Path, db_url: str, commands: list[dict[str, Any]], done: str,
                      must_apply: bool) -> None:
-    """Change each running broker live, then bring every broker directory up to date (the
-    file is written last, so it holds HQ's node list even if the plugin saved its own copy)
-    and say what happened. The enrollment or revocation at HQ has happened either way. A
-    broker that could not be changed live gets the fallback (a restart) printed; with
-    `must_apply` (revocation: the node may still be connected) the exit code is 3."""
-    entries = [e for e in recorded_dirs(keys) if (Path(e["out"]) / "mosquitto.conf").exists()]
-    if not entries:
-        click.echo("no broker directory recorded; run `edge-hq broker-config` to create one")
-    applied = {entry["out"]: _apply_live(keys, entry, commands) for entry in entries}
+    """Change each running broker live and bring every broker directory up to date
+    (hq/broker_sync.py), then say what happened. The enrollment or revocation at HQ has
+    happened either way. A broker that could not be changed live gets the fallback (a
+    restart) printed; with `must_apply` (revocation: the node may still be connected) the
+    exit code is 3."""
+    db = open_store(db_url)
     try:
-        refresh_broker_dirs(keys, _active_nodes(db_url))
+        outcomes = refresh_brokers(keys, db, commands)
     except (BrokerConfigError, OSError) as exc:
         raise click.ClickException(f"broker files not updated: {exc}") from exc
-    for out, where in applied.items():
-        if where:
-            click.echo(f"updated {out}; the broker at {where} {done}")
-    if must_apply and not all(applied.values()):
+    finally:
+        db.close()
+    if not outcomes:
+        click.echo("no broker directory recorded; run `edge-hq broker-config` to create one")
+    for outcome in outcomes:
+        if outcome.where:
+            click.echo(f"updated {outcome.out}; the broker at {outcome.where} {done}")
+        else:
+            click.echo(f"warning: the running broker of {outcome.out} was not changed: "
+                       f"{outcome.error}. Its files are updated: restart the broker to apply "
+                       f"them (systemctl restart mosquitto).", err=True)
+    if must_apply and not all(outcome.where for outcome in outcomes):
         raise click.exceptions.Exit(3)
-
-
-def _apply_live(keys: Path, entry: dict[str, Any], commands: list[dict[str, Any]]) -> str:
-    """Send the commands to the broker of one record; its address, or "" (and a warning)."""
-    try:
-        endpoint = AdminEndpoint.of(keys, entry)
-        send(endpoint, commands)
-    except BrokerUnreachable as exc:
-        click.echo(f"warning: the running broker of {entry['out']} was not changed: {exc}. "
-                   f"Its files are updated: restart the broker to apply them "
-                   f"(systemctl restart mosquitto).", err=True)
-        return ""
-    return f"{endpoint.host}:{endpoint.port}"
 
 
 @click.command("broker-config")

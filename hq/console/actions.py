@@ -12,17 +12,18 @@ from typing import Any
 from hq.dbapi import Tx
 from hq.store import utc_now
 
-KEYS = ("at", "actor", "action", "target", "outcome", "client")
+KEYS = ("at", "actor", "action", "target", "outcome", "client", "detail")
 
 
 def record(tx: Tx, actor: str, action: str, target: str | None = None,
-           outcome: str = "ok", client: str | None = None) -> None:
-    """One audited action (the caller's transaction)."""
-    tx.execute("INSERT INTO hq_actions (id, at, actor, action, target, outcome, client) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+           outcome: str = "ok", client: str | None = None, detail: str | None = None) -> None:
+    """One audited action (the caller's transaction); `detail` e.g. a revocation's reason."""
+    tx.execute("INSERT INTO hq_actions (id, at, actor, action, target, outcome, client, detail) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                [str(uuid.uuid4()), utc_now(), actor[:100], action[:60],
                 None if target is None else target[:200], outcome[:40],
-                None if client is None else client[:64]])
+                None if client is None else client[:64],
+                None if detail is None else detail[:1000]])
 
 
 def recent(db: Tx, limit: int = 200, actor: str | None = None) -> list[dict[str, Any]]:

@@ -14,13 +14,16 @@ from flask import Flask, render_template
 from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 
+from certs.enroll import MAX_FILE_BYTES
 from hq.console import i18n, security
 from hq.dbapi import Tx
 from hq.store import HQDatabase
 
 SECRET_META = "console_secret"  # noqa: S105 (the hq_meta row name, not a secret)
-SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.actions",
-           "hq.console.views.monitoring", "hq.console.views.backoffice")
+SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.fleet_admin",
+           "hq.console.views.actions", "hq.console.views.monitoring",
+           "hq.console.views.backoffice")
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 16 * 1024  # any console form: a request file + fields
 
 
 def session_secret(tx: Tx) -> bytes:
@@ -34,13 +37,16 @@ def session_secret(tx: Tx) -> bytes:
 
 
 def create_app(db_url: str, host: str = "127.0.0.1",
-               test_config: dict[str, Any] | None = None) -> Flask:
-    """The console over the HQ store at `db_url` (opened and migrated here)."""
+               test_config: dict[str, Any] | None = None,
+               keys_dir: str = "./var-hq/keys") -> Flask:
+    """The console over the HQ store at `db_url` (opened and migrated here); `keys_dir` is
+    HQ's key directory (CA, broker certificates) for enrollment and revocation."""
     db = HQDatabase(db_url)
     app = Flask(__name__)
     app.extensions["hq_store"] = security.Store(db)
     with db.transaction() as tx:
         secret = session_secret(tx)
+    app.config.update(HQ_KEYS=keys_dir, MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES)
     security.init_app(app, secret, host)
     i18n.init_app(app)
     if test_config:
@@ -52,10 +58,11 @@ def create_app(db_url: str, host: str = "127.0.0.1",
 
 
 def error_page(exc: HTTPException) -> tuple[str, int]:
-    """A translated page for 400/403/404/429 (never a traceback)."""
+    """A translated page for 400/403/404/413/429 (never a traceback)."""
     texts = {400: gettext("The request was refused (the form may be out of date: reload it)."),
              403: gettext("Your role may not open this page."),
              404: gettext("No such page."),
+             413: gettext("The file is too large."),
              429: gettext("Too many failed sign-ins from here; wait a few minutes.")}
     code = exc.code or 500
     message = texts.get(code, gettext("Something went wrong."))

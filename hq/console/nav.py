@@ -10,6 +10,7 @@ from hq.console import accounts
 
 EVERYONE = frozenset(accounts.ROLES)
 FLEET_ROLES = frozenset({"monitoring_officer", "fleet_admin", "auditor", "admin"})
+FLEET_ADMIN_ROLES = frozenset({"fleet_admin", "admin"})
 AUDIT_ROLES = frozenset({"auditor", "admin"})
 MONITORING_ROLES = frozenset({"monitoring_officer", "auditor", "admin"})
 BACKOFFICE_ROLES = frozenset({"agency_officer", "auditor", "admin"})
@@ -17,6 +18,7 @@ DECIDE_ROLES = frozenset({"agency_officer", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
+    ("fleet_admin.index", lazy_gettext("Fleet administration"), FLEET_ROLES),
     ("monitoring.index", lazy_gettext("Monitoring"), MONITORING_ROLES),
     ("backoffice.index", lazy_gettext("Back office"), BACKOFFICE_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
