@@ -33,7 +33,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,11 +46,15 @@ from argon2 import PasswordHasher
 
 from edge_node.bootstrap import DEMO_PASSWORD_SUFFIX, init_node, load_demo
 from edge_node.config import load_settings
+from edge_node.domain import pii as node_pii
 from edge_node.domain.catalog import load_seed
 from edge_node.node import Node
+from edge_node.store.keyfile import load_key_file
 from edge_node.store.schema import SYNCED_TABLES
+from hq import pii as hq_pii
 from hq.chain import verify_chain
 from hq.store import HQDatabase
+from sync.pii import PII_FIELDS
 from tests.hq_fixtures import postgres_url_with_schema
 from tests.sync_env import SyncEnv, hq_rows
 from tests.test_sync_faults import (
@@ -636,6 +640,10 @@ def check_upstream(env: SyncEnv, fleet: Fleet, acked: dict[str, set[str]],
             assert problems == [], f"{unit.name}: {problems[:3]}"
     finally:
         hq.close()
+    node_keys = {unit.node_id: load_key_file(unit.data_dir / "node.key")
+                 for unit in fleet.units.values()}
+    with closing(HQDatabase(env.hq_url)) as store:
+        hq_key = hq_pii.field_key(store)
     for table in SYNCED_TABLES:
         union: dict[str, tuple[str, dict[str, Any]]] = {}
         for unit in fleet.units.values():
@@ -655,7 +663,9 @@ def check_upstream(env: SyncEnv, fleet: Fleet, acked: dict[str, set[str]],
         assert not wrong_origin, f"{table}: rows under another node at HQ: {wrong_origin[:3]}"
         skip = fleet.units["A"].node_id if restored else None
         differing = [pk for pk, (node_id, row) in union.items()
-                     if node_id != skip and row_difference(row, theirs[pk])]
+                     if node_id != skip and row_difference(
+                         in_clear(table, row, partial(pick, node_keys[node_id]), node_pii),
+                         in_clear(table, theirs[pk], partial(pick, hq_key), hq_pii))]
         assert not differing, f"{table}: HQ's rows differ from the nodes' ({len(differing)}), " \
             f"e.g. {row_difference(union[differing[0]][1], theirs[differing[0]])}"
         if table in acked:
@@ -666,12 +676,28 @@ def check_upstream(env: SyncEnv, fleet: Fleet, acked: dict[str, set[str]],
     assert max(references.values()) == 1, "an application reference was issued twice"
 
 
-def row_difference(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, Any]:
+def pick(key: Any, column: str) -> Any:
+    """The same key for every column (for `in_clear`)."""
+    return key
+
+
+def in_clear(table: str, row: dict[str, Any] | None, key: Callable[[str], Any],
+             module: Any) -> dict[str, Any] | None:
+    """The row with its PII columns decrypted (each end encrypts under its own key)."""
+    if row is None:
+        return None
+    return {col: module.decrypt(key(col), table, col, value)
+            if col in PII_FIELDS.get(table, ()) and value is not None else value
+            for col, value in row.items()}
+
+
+def row_difference(mine: dict[str, Any] | None, theirs: dict[str, Any] | None
+                   ) -> dict[str, Any]:
     """{column: (node's value, HQ's value)} where they differ.
 
     `field_hlc` (citizens) is merge bookkeeping that each side keeps in its own form.
     """
-    theirs = theirs or {}
+    mine, theirs = mine or {}, theirs or {}
     return {k: (mine.get(k), theirs.get(k)) for k in set(mine) | set(theirs)
             if mine.get(k) != theirs.get(k) and k != "field_hlc"}
 

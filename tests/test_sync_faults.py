@@ -141,8 +141,10 @@ def once(fn: Callable[[], Any]) -> Callable[[], None]:
 
 
 def child_env() -> dict[str, str]:
-    """Our environment without EDGE_NODE_*/EDGE_HQ_* settings that could change the child."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_NODE_", "EDGE_HQ_"))}
+    """Our environment without EDGE_NODE_*/EDGE_HQ_* settings that could change the child,
+    except the PII field key a PostgreSQL HQ store needs (tests/hq_fixtures.py)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("EDGE_NODE_", "EDGE_HQ_")) or k == "EDGE_HQ_PII_KEY"}
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
