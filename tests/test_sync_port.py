@@ -156,3 +156,18 @@ def test_live_summary_counts_today_and_carries_no_pii(client: FlaskClient, node:
     assert "Amina" not in text and "35202" not in text  # no names, no CNICs
     node.close()  # a closed database: the status must still go out, without the summary
     assert port.live_summary() is None
+
+
+def test_a_staff_item_clashing_with_a_local_account_is_refused_not_retried(node: Node) -> None:
+    """HQ sends an account whose username this node already has under another id: the
+    item is refused with a reason (reported in the ack) and the stream goes on, instead of
+    a database error that would stop every later item for good."""
+    port = NodeOutbox(node)
+    clash = {"accounts": [{"id": "hq-staff-1", "username": "reception", "full_name": "X",
+                           "role": "operator", "password_hash": PasswordHasher().hash("x" * 12),
+                           "active": 1, "language": "en", "version": 1}]}
+    port.apply_down(1, "staff", clash)
+    port.apply_down(2, "revocation", {"node_id": "GONE01"})
+    assert port.down_seq() == 2
+    refused = port.refused_down()
+    assert [(r["seq"], r["reason"]) for r in refused] == [(1, "conflict")]

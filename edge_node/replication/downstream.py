@@ -28,6 +28,7 @@ from edge_node.paths import sync_dir
 from edge_node.replication.fleet_key import apply_fleet_key
 from edge_node.replication.lookup import apply_citizen
 from edge_node.store import meta
+from edge_node.store.db import IntegrityError
 from sync.batches import MAX_REFUSED_IN_ACK, REFUSAL_DETAIL_MAX
 from sync.identity import load_cert, load_ec_key
 from sync.merge import decision_problem
@@ -60,7 +61,7 @@ def apply_item(db: Database, kind: str, payload: Any, node: Node) -> tuple[str, 
     try:
         with db.atomic():
             handler(db, payload, node)
-    except (Refused, EdgeError, KeyError, TypeError, ValueError) as exc:
+    except (Refused, EdgeError, KeyError, TypeError, ValueError, *IntegrityError) as exc:
         return refusal_of(kind, exc)
     return None
 
@@ -77,6 +78,8 @@ def refusal_of(kind: str, exc: Exception) -> tuple[str, str]:
         return "missing_field", f"{kind}: a required field{field} is missing"
     if isinstance(exc, TypeError):
         return "bad_type", f"{kind}: a field has the wrong type"
+    if isinstance(exc, IntegrityError):  # e.g. a username this node already has locally
+        return "conflict", f"{kind}: it conflicts with a record this node holds"
     return "bad_value", f"{kind}: a value is not acceptable"
 
 

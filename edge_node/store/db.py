@@ -14,6 +14,8 @@ from edge_node.store.keyfile import NodeKeys
 BUSY_TIMEOUT_MS = 10_000
 
 DatabaseError = (sqlite3.DatabaseError, sqlcipher3.DatabaseError)
+# A constraint a write would break (unique, foreign key, check), on either driver.
+IntegrityError = (sqlite3.IntegrityError, sqlcipher3.IntegrityError)
 
 
 class StoreError(RuntimeError):
