@@ -180,6 +180,23 @@ def _action_detail(tx: Tx) -> None:
         tx.execute("ALTER TABLE hq_actions ADD COLUMN detail TEXT")
 
 
+CENTER_STAFF = (
+    """CREATE TABLE IF NOT EXISTS hq_center_staff (
+        id TEXT PRIMARY KEY, center_id TEXT NOT NULL, username TEXT NOT NULL,
+        full_name TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1, language TEXT NOT NULL DEFAULT 'en',
+        version BIGINT NOT NULL DEFAULT 1, updated_at TEXT NOT NULL,
+        UNIQUE (center_id, username))""",
+)
+
+
+def _center_staff(tx: Tx) -> None:
+    """Center staff accounts HQ has published downstream (Argon2id hash only, never a
+    password in clear): hq/console/center_staff.py."""
+    for ddl in CENTER_STAFF:
+        tx.execute(ddl)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
@@ -188,6 +205,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0005_persons", _persons),
     ("0006_console", _console),
     ("0007_action_detail", _action_detail),
+    ("0008_center_staff", _center_staff),
 )
 
 

@@ -15,10 +15,13 @@ AUDIT_ROLES = frozenset({"auditor", "admin"})
 MONITORING_ROLES = frozenset({"monitoring_officer", "auditor", "admin"})
 BACKOFFICE_ROLES = frozenset({"agency_officer", "auditor", "admin"})
 DECIDE_ROLES = frozenset({"agency_officer", "admin"})
+STAFF_ROLES = frozenset({"fleet_admin", "auditor", "admin"})
+STAFF_ADMIN_ROLES = frozenset({"fleet_admin", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
     ("fleet_admin.index", lazy_gettext("Fleet administration"), FLEET_ROLES),
+    ("staff.index", lazy_gettext("Center staff"), STAFF_ROLES),
     ("monitoring.index", lazy_gettext("Monitoring"), MONITORING_ROLES),
     ("backoffice.index", lazy_gettext("Back office"), BACKOFFICE_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
