@@ -180,6 +180,15 @@ def _action_detail(tx: Tx) -> None:
         tx.execute("ALTER TABLE hq_actions ADD COLUMN detail TEXT")
 
 
+def _api_tokens(tx: Tx) -> None:
+    """Bearer tokens of the read-only JSON API: only a SHA-256 of each is kept, with the
+    account, role and agency it acts for (hq/console/api_tokens.py)."""
+    tx.execute("""CREATE TABLE IF NOT EXISTS hq_api_tokens (
+        token_id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
+        role TEXT NOT NULL, agency TEXT, created_at TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
@@ -188,6 +197,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0005_persons", _persons),
     ("0006_console", _console),
     ("0007_action_detail", _action_detail),
+    ("0008_api_tokens", _api_tokens),
 )
 
 
