@@ -197,6 +197,15 @@ def _center_staff(tx: Tx) -> None:
         tx.execute(ddl)
 
 
+def _api_tokens(tx: Tx) -> None:
+    """Bearer tokens of the read-only JSON API: only a SHA-256 of each is kept, with the
+    account, role and agency it acts for (hq/console/api_tokens.py)."""
+    tx.execute("""CREATE TABLE IF NOT EXISTS hq_api_tokens (
+        token_id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
+        role TEXT NOT NULL, agency TEXT, created_at TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
@@ -206,6 +215,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0006_console", _console),
     ("0007_action_detail", _action_detail),
     ("0008_center_staff", _center_staff),
+    ("0009_api_tokens", _api_tokens),
 )
 
 

@@ -24,6 +24,7 @@ import click
 from hq import decisions as hq_decisions
 from hq.bundles import import_bundle
 from hq.chain import verify_chain
+from hq.cli.api_token import api_token
 from hq.cli.citizens import citizen, fleet_key, pii_key
 from hq.cli.common import open_store, print_rows
 from hq.cli.console import account, console
@@ -384,5 +385,5 @@ def publish_decision(ctx: click.Context, reference: str, status: str, reason: st
 
 
 for command in (ca, node, broker_config, citizen, fleet_key, pii_key, decisions_cmd, console,
-                account):
+                account, api_token):
     main.add_command(command)

@@ -10,19 +10,21 @@ import secrets
 from importlib import import_module
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 
 from certs.enroll import MAX_FILE_BYTES
 from hq.console import i18n, security
+from hq.console.views import api
 from hq.dbapi import Tx
 from hq.store import HQDatabase
 
 SECRET_META = "console_secret"  # noqa: S105 (the hq_meta row name, not a secret)
 SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.fleet_admin",
            "hq.console.views.actions", "hq.console.views.monitoring",
-           "hq.console.views.backoffice", "hq.console.views.staff")
+           "hq.console.views.backoffice", "hq.console.views.staff",
+           "hq.console.views.api")
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 16 * 1024  # any console form: a request file + fields
 
 
@@ -57,8 +59,10 @@ def create_app(db_url: str, host: str = "127.0.0.1",
     return app
 
 
-def error_page(exc: HTTPException) -> tuple[str, int]:
-    """A translated page for 400/403/404/413/429 (never a traceback)."""
+def error_page(exc: HTTPException) -> tuple[Any, int]:
+    """A translated page for 400/403/404/413/429 (never a traceback); JSON under /api/."""
+    if request.path.startswith("/api/"):
+        return api.http_error(exc)
     texts = {400: gettext("The request was refused (the form may be out of date: reload it)."),
              403: gettext("Your role may not open this page."),
              404: gettext("No such page."),

@@ -34,7 +34,8 @@ SESSION_COOKIE = "khidmat_hq"
 IDLE_SECONDS = 15 * 60
 THROTTLE_ATTEMPTS = 10  # failed sign-ins per client address …
 THROTTLE_WINDOW_S = 300  # … within this many seconds, then 429 until they age out
-PUBLIC = frozenset({"auth.login", "auth.logout", "static"})
+PUBLIC = frozenset({"auth.login", "auth.logout", "static", "api.openapi_document"})
+API_PREFIX = "/api/"  # bearer tokens, GET only: no session, no CSRF
 READ_ONLY_ROLES = frozenset({"auditor"})
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -129,7 +130,7 @@ def csrf_token() -> str:
 
 def check_csrf() -> None:
     """Refuse a POST without the session's CSRF token (400)."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.path.startswith(API_PREFIX):
         return
     expected = session.get(CSRF_FIELD)
     given = request.form.get(CSRF_FIELD, "")
