@@ -10,6 +10,7 @@ register the same person and HQ links the two registrations (USB bundles).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,12 @@ def hq_people(url: str) -> list[tuple[str, str, str]]:
 
 @pytest.mark.broker
 def test_registered_at_a_edited_at_b_looked_up_from_c_is_one_citizen(
-        live: SyncEnv, nodes: dict[str, Node]) -> None:
+        live: SyncEnv, nodes: dict[str, Node], caplog: pytest.LogCaptureFixture) -> None:
     """A registers; B (online) looks the CNIC up at HQ, gets A's citizen and edits it;
     C looks it up and reads B's edit. HQ holds one citizen, readable, with no conflict;
     each lookup is audited (who, which node, when, found); an unknown CNIC is answered
     `not_found`; past the per-node limit HQ answers nothing and audits `rate_limited`."""
+    caplog.set_level(logging.DEBUG)  # every log line of node, agent and HQ is scanned
     env = live
     a, b, c = nodes["A"], nodes["B"], nodes["C"]
     idents = {name: enroll(env, n) for name, n in nodes.items()}
@@ -181,6 +183,10 @@ def test_registered_at_a_edited_at_b_looked_up_from_c_is_one_citizen(
     assert {(r["node_id"], r["actor"]) for r in rows} == {
         (None, "analyst-7"), (b.node_id, reception(b)["id"]), (c.node_id, reception(c)["id"]),
         (c.node_id, "reception-x")}
+    logged = caplog.text  # node, agents, HQ worker and lookups: no personal value in any line
+    for secret in (CNIC, CNIC.replace("-", ""), NAME, "Ayesha S. Qureshi", PHONE, "3001234567"):
+        assert secret not in logged, secret
+    assert len(caplog.records) > 5  # the scan saw the run's log (agents, worker, ingest)
 
 
 def test_offline_registrations_of_one_person_are_linked_at_hq(
