@@ -206,6 +206,19 @@ def _api_tokens(tx: Tx) -> None:
         revoked INTEGER NOT NULL DEFAULT 0)""")
 
 
+def _catalog_draft(tx: Tx) -> None:
+    """HQ's catalog draft: the services it edits before publishing a new catalog version,
+    and the rest of the catalog they came from (hq/console/catalog.py)."""
+    tx.execute("""CREATE TABLE IF NOT EXISTS hq_catalog_services (
+        code TEXT PRIMARY KEY, agency_code TEXT NOT NULL, name_en TEXT NOT NULL,
+        name_ur TEXT NOT NULL, standard_minutes INTEGER NOT NULL, fee_pkr BIGINT NOT NULL,
+        documents TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
+        position INTEGER NOT NULL, updated_at TEXT NOT NULL)""")
+    tx.execute("""CREATE TABLE IF NOT EXISTS hq_catalog_base (
+        id INTEGER PRIMARY KEY, catalog_version BIGINT NOT NULL, payload TEXT NOT NULL,
+        imported_at TEXT NOT NULL)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _initial),
     ("0002_projections", _projections),
@@ -216,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0007_action_detail", _action_detail),
     ("0008_center_staff", _center_staff),
     ("0009_api_tokens", _api_tokens),
+    ("0010_catalog_draft", _catalog_draft),
 )
 
 

@@ -24,6 +24,7 @@ SECRET_META = "console_secret"  # noqa: S105 (the hq_meta row name, not a secret
 SCREENS = ("hq.console.views.auth", "hq.console.views.fleet", "hq.console.views.fleet_admin",
            "hq.console.views.actions", "hq.console.views.monitoring",
            "hq.console.views.backoffice", "hq.console.views.staff",
+           "hq.console.views.catalog",
            "hq.console.views.api")
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 16 * 1024  # any console form: a request file + fields
 

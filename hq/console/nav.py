@@ -17,11 +17,14 @@ BACKOFFICE_ROLES = frozenset({"agency_officer", "auditor", "admin"})
 DECIDE_ROLES = frozenset({"agency_officer", "admin"})
 STAFF_ROLES = frozenset({"fleet_admin", "auditor", "admin"})
 STAFF_ADMIN_ROLES = frozenset({"fleet_admin", "admin"})
+CATALOG_ROLES = frozenset({"fleet_admin", "monitoring_officer", "auditor", "admin"})
+CATALOG_ADMIN_ROLES = frozenset({"fleet_admin", "admin"})
 SCREENS = (
     ("auth.index", lazy_gettext("Home"), EVERYONE),
     ("fleet.index", lazy_gettext("Fleet"), FLEET_ROLES),
     ("fleet_admin.index", lazy_gettext("Fleet administration"), FLEET_ROLES),
     ("staff.index", lazy_gettext("Center staff"), STAFF_ROLES),
+    ("catalog.index", lazy_gettext("Service catalog"), CATALOG_ROLES),
     ("monitoring.index", lazy_gettext("Monitoring"), MONITORING_ROLES),
     ("backoffice.index", lazy_gettext("Back office"), BACKOFFICE_ROLES),
     ("actions.index", lazy_gettext("Console actions"), AUDIT_ROLES),
