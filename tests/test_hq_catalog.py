@@ -158,3 +158,9 @@ def test_nothing_sent_yet_offers_import_and_refuses(tmp_path: Path) -> None:
         assert response.status_code == 400
     finally:
         console.extensions["hq_store"].db.close()
+
+
+def test_catalog_screen_in_urdu(catalog_app: Flask) -> None:
+    client = signed_in(catalog_app, "admin")
+    body = client.get(f"{PAGE}?lang=ur").get_data(as_text=True)
+    assert "خدمات کی فہرست" in body and "موجودہ فہرست درآمد کریں" in body
