@@ -1,8 +1,9 @@
 """The agency back office: inbox, decisions (single and bulk) and the CSV export.
 
 An agency officer sees and decides their own agency's applications only: the inbox
-query is scoped, and a decision on another agency's reference (or an unknown one) is
-refused with 404 before anything is sent, and audited. Admins choose any agency;
+query is scoped, asking for another agency's inbox (`?agency=`) is refused with 403,
+and a decision on another agency's reference (or an unknown one) is refused with 404
+before anything is sent; both are audited. Admins choose any agency;
 auditors read. Every decision is a console action (`decide`, outcome `queued` or the
 refusal's code); showing citizens' names is audited per citizen in hq_pii_reads.
 """
@@ -39,10 +40,20 @@ def _account() -> dict[str, Any]:
 
 
 def _agency(account: dict[str, Any]) -> str | None:
-    """The agency in view: an officer's own, else the one chosen (None: all)."""
-    if account["role"] == "agency_officer":
-        return str(account["agency"])
-    return request.args.get("agency", "").strip() or None
+    """The agency in view: an officer's own, else the one chosen (None: all).
+
+    An officer asking for another agency (`?agency=`) is refused with 403, audited.
+    """
+    asked = request.args.get("agency", "").strip()
+    if account["role"] != "agency_officer":
+        return asked or None
+    own = str(account["agency"])
+    if asked and asked.lower() != own.lower():
+        with security.store().use() as db, db.transaction() as tx:
+            actions.record(tx, account["username"], "view_backoffice", asked[:200],
+                           "out_of_scope", security.client())
+        abort(403)
+    return own
 
 
 def _filters() -> tuple[str | None, str | None]:
