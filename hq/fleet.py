@@ -20,9 +20,8 @@ def fleet(db: HQDatabase) -> list[dict[str, Any]]:
     for node_id, center, cert_pem, revoked, acked, seen, status_text, down_seq, down_acked in \
             db.execute("SELECT node_id, center_id, cert_pem, revoked, acked_seq, last_seen, "
                        "status, down_seq, down_acked FROM hq_nodes ORDER BY node_id").fetchall():
-        status = json.loads(status_text) if status_text else {}
-        cert = x509.load_pem_x509_certificate(cert_pem.encode())
-        days_left = (cert.not_valid_after_utc - datetime.now(UTC)).days
+        status = _status(status_text)
+        days_left = cert_days_left(cert_pem)
         out.append({
             "node_id": node_id, "center_id": center, "revoked": bool(revoked),
             "state": status.get("state", "unknown"), "last_seen": seen,
@@ -34,6 +33,25 @@ def fleet(db: HQDatabase) -> list[dict[str, Any]]:
             "chain_problems": verify_chain(db, node_id),
         })
     return out
+
+
+def cert_days_left(cert_pem: str | None) -> int | None:
+    """Days until the certificate expires; None when it can't be read (shown as unknown,
+    never a failed page: one bad row must not hide the fleet)."""
+    try:
+        cert = x509.load_pem_x509_certificate((cert_pem or "").encode())
+    except ValueError:
+        return None
+    return (cert.not_valid_after_utc - datetime.now(UTC)).days
+
+
+def _status(text: str | None) -> dict[str, Any]:
+    """The node's last status message; {} when absent or unreadable."""
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def quarantine_rows(db: HQDatabase, limit: int = 100) -> list[dict[str, Any]]:

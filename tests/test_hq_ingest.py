@@ -308,3 +308,15 @@ def test_malformed_refusals_quarantine_the_ack(hq_db: HQDatabase, case: str) -> 
     assert count(hq_db, "SELECT count(*) FROM hq_down_refused") == 0
     assert _quarantined(hq_db) == ["bad_refused"]
     assert ingest.handle("t", _down_ack(a, {"down_seq": 3}), "NAAAAA").down_acked == 3
+
+
+def test_fleet_survives_an_unreadable_certificate_or_status(hq_db: HQDatabase) -> None:
+    """One bad row (a certificate or status HQ can't parse) shows as unknown; it never
+    takes the fleet list (CLI, console, API) down with it."""
+    from hq.fleet import fleet
+
+    hq_db.execute("INSERT INTO hq_nodes (node_id, center_id, cert_pem, status, enrolled_at) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  ["NBADC1", "ISB-01", "not a certificate", "{not json", "2026-12-02T00:00:00Z"])
+    row = next(r for r in fleet(hq_db) if r["node_id"] == "NBADC1")
+    assert row["cert_days_left"] is None and row["state"] == "unknown"
