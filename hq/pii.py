@@ -180,6 +180,33 @@ def read_citizen(db: Tx, actor: str, purpose: str, *, citizen_id: str | None = N
     return out
 
 
+def read_names(db: Tx, actor: str, purpose: str, citizen_ids: list[str], now: str
+               ) -> dict[str, str]:
+    """Citizen id → name in clear for a screen's rows, in one transaction with one
+    hq_pii_reads row per citizen read (ids HQ doesn't hold, or can't decrypt, are left out)."""
+    if not actor.strip() or not purpose.strip():
+        raise ValueError("a read of citizen data needs the reader and the purpose")
+    ids = list(dict.fromkeys(citizen_ids))
+    if not ids:
+        return {}
+    names: dict[str, str] = {}
+    with db.transaction() as tx:
+        key = field_key(tx)
+        marks = ", ".join("?" for _ in ids)
+        for citizen_id, name_enc in tx.execute(
+                f"SELECT id, name_enc FROM hq_citizens WHERE id IN ({marks})", ids).fetchall():
+            try:
+                names[citizen_id] = decrypt(key, "citizens", "name_enc", name_enc)
+            except PIIKeyError:
+                continue
+        if names:
+            tx.executemany("INSERT INTO hq_pii_reads (id, at, actor, citizen_id, purpose) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [[uuid.uuid4().hex, now, actor.strip()[:100], citizen_id,
+                             purpose.strip()[:200]] for citizen_id in names])
+    return names
+
+
 def _find(tx: Tx, citizen_id: str | None, cnic: str | None) -> Any:
     """The projected citizen row by id or by the CNIC's current fleet index."""
     cols = "id, center_id, node_id, cnic_index, cnic_enc, name_enc, phone_enc"

@@ -128,15 +128,13 @@ def latest_outcomes(db: HQDatabase, references: list[str]) -> dict[str, dict[str
 
 
 def citizens(db: HQDatabase, actor: str, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Citizen id → name in clear, each read audited (hq_pii_reads, purpose `decision`)."""
-    names: dict[str, str] = {}
-    for citizen_id in dict.fromkeys(r["citizen_id"] for r in rows if r["citizen_id"]):
-        try:
-            names[citizen_id] = pii.read_citizen(db, actor, "decision", citizen_id=citizen_id,
-                                                 now=utc_now())["name"]
-        except (LookupError, pii.PIIKeyError, ValueError):
-            continue  # not synced yet, or not readable: shown as unknown
-    return names
+    """Citizen id → name in clear, each read audited (hq_pii_reads, purpose `decision`), all
+    in one transaction; a citizen not synced yet or not readable is shown as unknown."""
+    try:
+        return pii.read_names(db, actor, "decision",
+                              [r["citizen_id"] for r in rows if r["citizen_id"]], utc_now())
+    except pii.PIIKeyError:
+        return {}
 
 
 def in_scope(db: HQDatabase, agency: str | None, reference: str) -> bool:
