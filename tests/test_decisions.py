@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,10 @@ from sync.identity import NodeIdentity
 from tests.helpers import NADRA, decide
 from tests.sync_env import SyncEnv
 from tests.test_bundles import run_hq, run_node
-from tests.tls_broker import TLSBroker
 
 BOSS = {"id": "s1", "role": "supervisor"}
 UNKNOWN = "ISB-01-NNOPE1-20200101-00001"
 
-
-@pytest.fixture
-def env(tmp_path: Path, hq_url: str) -> Iterator[SyncEnv]:
-    """HQ keys and store (SQLite or PostgreSQL); no broker is started."""
-    broker = TLSBroker(tmp_path / "broker")
-    yield SyncEnv(tmp_path, broker, hq_url)
-    broker.stop()
 
 
 @pytest.fixture
